@@ -1,0 +1,51 @@
+# Everything the README and .ci/run call. `make run` / `make test` set up .venv first when needed.
+SHELL := /bin/bash
+PY := .venv/bin/python
+STAMP := .venv/.setup-stamp
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup run test test-fast lint format typecheck bench check clean
+
+setup: $(STAMP)
+
+# Re-run the install when the project metadata or the pins change (a stale venv).
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(PY) -m pip install -q -c constraints.txt -e ".[pipeline,dev]"
+	@touch $(STAMP)
+
+run: setup
+	$(PY) -m flows.quickstart
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+typecheck: setup
+	$(PY) -m mypy
+
+check: lint typecheck test
+
+bench: setup
+	$(PY) bench/lora_step.py
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

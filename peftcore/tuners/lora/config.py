@@ -1,0 +1,162 @@
+"""`LoraConfig`: every field HF PEFT's LoRA writes that changes what the adapter computes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from peftcore.config import PeftConfig, PeftType, register_config
+
+# HF PEFT LoRA fields peftcore does not implement, with the value meaning "feature off". A file
+# that turns one of them on is refused (see PeftConfig.from_dict).
+_NEUTRAL: dict[str, Any] = {
+    "auto_mapping": None,
+    "megatron_config": None,
+    "trainable_token_indices": None,
+    "loftq_config": {},
+    "eva_config": None,
+    "corda_config": None,
+    "lora_ga_config": None,
+    "velora_config": None,
+    "alora_invocation_tokens": None,
+    "use_qalora": False,
+    "monteclora_config": None,
+    "layer_replication": None,
+    "lora_bias": False,
+    "target_parameters": None,
+    "use_bdlora": None,
+    "arrow_config": None,
+    "kasa_config": None,
+}
+# HF PEFT fields that carry no meaning unless one of the features above is on; dropped silently.
+_INERT = (
+    "megatron_core",
+    "qalora_group_size",
+    "runtime_config",
+    "ensure_weight_tying",
+    "direction",
+    "scale",
+    "stable_gamma",
+    "num_samples",
+    "use_entropy",
+    "dirichlet_prior",
+    "sample_scaler",
+    "kl_loss_weight",
+    "buffer_size",
+)
+
+InitLora = bool | Literal["gaussian"]
+
+
+@register_config
+@dataclass
+class LoraConfig(PeftConfig):
+    """Low-rank adaptation: `y = W x + (lora_alpha / r) * B A x` on each targeted layer.
+
+    Args:
+        r: rank of the update (A is r x in, B is out x r).
+        target_modules: module names (exact or dotted suffix), a regex matching full names, or
+            "all-linear". Unset: the default for the model's architecture.
+        exclude_modules: names or a regex to leave out of `target_modules`.
+        lora_alpha: scaling numerator; scaling is `lora_alpha / r` (or `/ sqrt(r)` with `use_rslora`).
+        lora_dropout: dropout on the adapter's input, in [0, 1).
+        fan_in_fan_out: the base weight is stored (in, out), as GPT-2's Conv1D does.
+        bias: which biases train: "none", "all", or "lora_only" (those of adapted layers).
+        use_rslora: rank-stabilised scaling `lora_alpha / sqrt(r)`.
+        modules_to_save: extra modules trained in full and saved (e.g. a new head).
+        init_lora_weights: True (A kaiming-uniform, B zero), "gaussian" (A ~ N(0, 1/r)), or False
+            (random B too: the adapter is not the identity at init; for tests).
+        layers_to_transform: only adapt these layer indices.
+        layers_pattern: the name of the layer list (e.g. "layers", "h") used with layers_to_transform.
+        rank_pattern: per-module rank overrides, keyed by name or regex.
+        alpha_pattern: per-module alpha overrides, keyed by name or regex.
+        use_dora: weight-decomposed LoRA (magnitude vector + LoRA direction), on Linear/Conv1D layers.
+    """
+
+    PEFT_TYPE: ClassVar[PeftType] = PeftType.LORA
+    NEUTRAL_FOREIGN_FIELDS: ClassVar[dict[str, Any]] = {**_NEUTRAL, **dict.fromkeys(_INERT, None)}
+
+    r: int = 8
+    target_modules: list[str] | set[str] | str | None = None
+    exclude_modules: list[str] | set[str] | str | None = None
+    lora_alpha: float = 8
+    lora_dropout: float = 0.0
+    fan_in_fan_out: bool = False
+    bias: Literal["none", "all", "lora_only"] = "none"
+    use_rslora: bool = False
+    modules_to_save: list[str] | None = None
+    init_lora_weights: InitLora = True
+    layers_to_transform: list[int] | int | None = None
+    layers_pattern: list[str] | str | None = None
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
+    use_dora: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
+            raise ValueError(f"r={self.r!r} must be a positive integer (the LoRA rank), e.g. r=8")
+        if not isinstance(self.lora_alpha, int | float) or not math.isfinite(self.lora_alpha):
+            raise ValueError(f"lora_alpha={self.lora_alpha!r} must be a finite number, e.g. lora_alpha=16")
+        if not isinstance(self.lora_dropout, int | float) or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(
+                f"lora_dropout={self.lora_dropout!r} must be in [0, 1); use 0.0 to disable dropout"
+            )
+        if self.bias not in ("none", "all", "lora_only"):
+            raise ValueError(f"bias={self.bias!r} must be one of 'none', 'all', 'lora_only'")
+        if self.init_lora_weights not in (True, False, "gaussian"):
+            raise ValueError(
+                f"init_lora_weights={self.init_lora_weights!r} is not supported; "
+                "use True (default), 'gaussian', or False"
+            )
+        self.target_modules = _as_name_set(self.target_modules, "target_modules")
+        self.exclude_modules = _as_name_set(self.exclude_modules, "exclude_modules")
+        if self.modules_to_save is not None:
+            if isinstance(self.modules_to_save, str):
+                raise TypeError(
+                    f"modules_to_save={self.modules_to_save!r} must be a list of module names, "
+                    f"e.g. [{self.modules_to_save!r}]"
+                )
+            self.modules_to_save = list(self.modules_to_save)
+        if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
+            raise ValueError(
+                "layers_to_transform cannot be used when target_modules is a regex string; "
+                "encode the layer indices in the regex instead"
+            )
+        if self.layers_pattern and self.layers_to_transform is None:
+            raise ValueError(
+                f"layers_pattern={self.layers_pattern!r} needs layers_to_transform (the indices to adapt)"
+            )
+        for name, value in self.rank_pattern.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"rank_pattern[{name!r}]={value!r} must be a positive integer")
+
+    def rank_and_alpha(self, module_name: str) -> tuple[int, float]:
+        """The rank and alpha for one module after `rank_pattern` / `alpha_pattern` overrides."""
+        r = _pattern_value(self.rank_pattern, module_name, self.r)
+        alpha = _pattern_value(self.alpha_pattern, module_name, self.lora_alpha)
+        return int(r), float(alpha)
+
+    def scaling_for(self, r: int, alpha: float) -> float:
+        return alpha / math.sqrt(r) if self.use_rslora else alpha / r
+
+
+def _as_name_set(value: Any, name: str) -> set[str] | str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple | set | frozenset):
+        bad = [v for v in value if not isinstance(v, str)]
+        if bad:
+            raise TypeError(f"{name} entries must be module-name strings, got {bad!r}")
+        return set(value)
+    raise TypeError(f"{name}={value!r} must be a list of module names, a regex string, or None")
+
+
+def _pattern_value(patterns: dict[str, Any], module_name: str, default: Any) -> Any:
+    import re
+
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module_name):
+            return value
+    return default
