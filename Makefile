@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 run: setup
-	$(PY) -m flows.quickstart
+	$(PY) examples/lora_minilm.py
 
 test: setup
 	$(PY) -m pytest -q

@@ -68,6 +68,9 @@ class PeftConfig:
     # Keys HF PEFT writes for features peftcore does not implement, with the value that means "off".
     # Loading a file that sets one of them to anything else fails instead of silently diverging.
     NEUTRAL_FOREIGN_FIELDS: ClassVar[dict[str, Any]] = {"auto_mapping": None}
+    # Keys HF PEFT writes that only matter when one of the features above is on (e.g. a group size
+    # with a non-None default): dropped silently whatever their value.
+    INERT_FOREIGN_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     task_type: TaskType | str | None = None
     peft_type: PeftType | str | None = field(default=None, init=True)
@@ -139,6 +142,8 @@ class PeftConfig:
         ignored = []
         for key in unknown:
             value = data.pop(key)
+            if key in target.INERT_FOREIGN_FIELDS:
+                continue
             neutral = target.NEUTRAL_FOREIGN_FIELDS.get(key, _NO_NEUTRAL)
             if neutral is _NO_NEUTRAL or _is_neutral(value, neutral):
                 if neutral is _NO_NEUTRAL:

@@ -39,7 +39,8 @@ def write_model_card(
     if os.path.isfile(path):
         card = ModelCard.load(path)
     else:
-        card = ModelCard("---\n---\n" + _DEFAULT_BODY.format(base=base_model or "a transformers model"))
+        body = _DEFAULT_BODY.format(base=base_model or "a transformers model")
+        card = ModelCard(f"---\n{ModelCardData(library_name='peft').to_yaml()}\n---\n{body}")
     data: ModelCardData = card.data
     data.library_name = "peft"
     if base_model and not os.path.isabs(base_model) and not base_model.startswith("."):

@@ -28,13 +28,14 @@ _NEUTRAL: dict[str, Any] = {
     "use_bdlora": None,
     "arrow_config": None,
     "kasa_config": None,
+    "ensure_weight_tying": False,
 }
-# HF PEFT fields that carry no meaning unless one of the features above is on; dropped silently.
+# HF PEFT fields that carry no meaning unless one of the features above is on; dropped silently
+# whatever their value (HF PEFT writes `megatron_core: "megatron.core"`, `qalora_group_size: 16`).
 _INERT = (
     "megatron_core",
     "qalora_group_size",
     "runtime_config",
-    "ensure_weight_tying",
     "direction",
     "scale",
     "stable_gamma",
@@ -75,7 +76,8 @@ class LoraConfig(PeftConfig):
     """
 
     PEFT_TYPE: ClassVar[PeftType] = PeftType.LORA
-    NEUTRAL_FOREIGN_FIELDS: ClassVar[dict[str, Any]] = {**_NEUTRAL, **dict.fromkeys(_INERT, None)}
+    NEUTRAL_FOREIGN_FIELDS: ClassVar[dict[str, Any]] = _NEUTRAL
+    INERT_FOREIGN_FIELDS: ClassVar[tuple[str, ...]] = _INERT
 
     r: int = 8
     target_modules: list[str] | set[str] | str | None = None
