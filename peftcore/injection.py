@@ -53,13 +53,17 @@ def logical_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 
 
 def layer_index(name: str, layers_pattern: str | list[str] | None) -> int | None:
-    """The index of the layer a module sits in (`...layers.3.self_attn...` → 3), or None."""
+    """The index of the layer a module sits in (`...layers.3.self_attn...` → 3), or None.
+
+    The FIRST numbered segment counts (lazy match), so nested indices — T5's
+    `block.1.layer.0.SelfAttention`, MoE experts — do not stand in for the layer index.
+    """
     patterns = [layers_pattern] if isinstance(layers_pattern, str) else (layers_pattern or [None])
     for pattern in patterns:
         if pattern is None:
-            m = re.match(r".*\.[^.]*\.(\d+)\.", name)
+            m = re.match(r".*?\.[^.]*\.(\d+)\.", name)
         else:
-            m = re.match(rf".*\.{re.escape(pattern)}\.(\d+)\.", name)
+            m = re.match(rf"(?:^|.*?\.){re.escape(pattern)}\.(\d+)\.", name)
         if m:
             return int(m.group(1))
     return None

@@ -1,0 +1,145 @@
+"""`peftflow`: run the pipeline, reproduce a tracked run, compare runs.
+
+    peftflow run CONFIG.yaml [--set key=value ...] [--baseline]
+    peftflow reproduce RUN_ID
+    peftflow compare [--experiment NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+for _key, _value in {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peftflow", description="PEFT fine-tuning pipeline (Prefect + MLflow)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the fine-tuning flow on a YAML config", description="Run the finetune flow.")
+    run.add_argument("config", help="path to a YAML config (see configs/)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a parameter, e.g. --set peft.r=16 (repeatable)")
+    run.add_argument("--baseline", action="store_true", help="also evaluate the untrained adapter first")
+    rep = sub.add_parser("reproduce", help="re-run a tracked run and compare metrics and adapter checksum",
+                         description="Re-run a tracked run from its params.yaml and compare.")
+    rep.add_argument("run_id", help="MLflow run id")
+    cmp_ = sub.add_parser("compare", help="table of runs in an experiment", description="Compare tracked runs.")
+    cmp_.add_argument("--experiment", default="peftflow", help="MLflow experiment name (default: peftflow)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args.config, args.overrides, args.baseline)
+        if args.command == "reproduce":
+            return cmd_reproduce(args.run_id)
+        return cmd_compare(args.experiment)
+    except (ValueError, FileNotFoundError, PermissionError) as exc:
+        print(f"peftflow: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_run(config: str, overrides: list[str], baseline: bool) -> int:
+    from flows.params import FinetuneParams
+
+    try:
+        params = FinetuneParams.from_yaml(config, overrides)
+    except Exception as exc:  # pydantic's ValidationError names each bad field
+        raise ValueError(f"invalid parameters in {config}:\n{exc}") from None
+    from flows.finetune import finetune
+
+    summary = finetune(params, baseline=baseline)
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from flows.tracking import tracking_uri
+
+    print("\n=== peftflow run finished ===")
+    print(f"MLflow run id   : {summary['run_id']}")
+    print(f"adapter         : {summary['adapter_dir']}  (sha256 {summary['adapter_sha256'][:12]}…)")
+    print(f"trainable       : {summary['trainable_percent']:.4f}% of parameters")
+    print(f"train time      : {summary['train_runtime_s']:.1f}s")
+    for name, value in sorted(summary["metrics"].items()):
+        before = summary["baseline_metrics"].get(name)
+        extra = f"   (untrained: {before:.4f})" if before is not None else ""
+        print(f"eval {name:<11}: {value:.4f}{extra}")
+    if summary.get("hub_commit"):
+        print(f"Hub commit      : {summary['hub_commit']}")
+    uri = tracking_uri()
+    if summary.get("mlflow_url"):
+        print(f"MLflow UI       : {summary['mlflow_url']}")
+    else:
+        print(f"MLflow UI       : mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
+
+
+def cmd_reproduce(run_id: str) -> int:
+    import yaml
+
+    from flows.finetune import finetune
+    from flows.params import FinetuneParams
+    from flows.tracking import RunTracker
+
+    original = RunTracker(run_id).summary()
+    params = FinetuneParams.model_validate(yaml.safe_load(RunTracker(run_id).params_yaml()))
+    params.tracking.tags = {**params.tracking.tags, "reproduces": run_id}
+    params.tracking.run_name = f"reproduce-{original['name'] or run_id[:8]}"
+    new = finetune(params)
+    new_summary = RunTracker(new["run_id"]).summary()
+    names = sorted(k for k in original["metrics"] if k.startswith("eval_") or k in ("train_loss", "trainable_params"))
+    print(f"\n{'metric':<22}{'original':>14}{'reproduced':>14}  match")
+    all_match = True
+    for name in names:
+        a, b = original["metrics"].get(name), new_summary["metrics"].get(name)
+        same = a is not None and b is not None and abs(a - b) <= 1e-9 * max(1.0, abs(a))
+        all_match &= same
+        print(f"{name:<22}{_fmt(a):>14}{_fmt(b):>14}  {'yes' if same else 'NO'}")
+    old_sum, new_sum = original["tags"].get("adapter.sha256"), new_summary["tags"].get("adapter.sha256")
+    same_adapter = old_sum is not None and old_sum == new_sum
+    print(f"{'adapter sha256':<22}{(old_sum or '-')[:12]:>14}{(new_sum or '-')[:12]:>14}  {'yes' if same_adapter else 'NO'}")
+    print(f"new run: {new['run_id']}")
+    return 0 if (all_match and same_adapter) else 1
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def cmd_compare(experiment: str) -> int:
+    from flows.tracking import search_runs
+
+    runs = search_runs(experiment)
+    if not runs:
+        print(f"no runs in experiment {experiment!r}")
+        return 0
+    eval_names = sorted({k for r in runs for k in r["metrics"] if k.startswith("eval_") and k != "eval_loss"})
+    header = ["run", "method", "r", "trainable%", *eval_names, "runtime_s", "adapter_kb"]
+    rows = []
+    for r in runs:
+        m, p = r["metrics"], r["params"]
+        rows.append([
+            (r["name"] or r["run_id"][:8])[:24], p.get("peft.method", "-"), p.get("peft.r", "-"),
+            _fmt(m.get("trainable_percent")), *(_fmt(m.get(n)) for n in eval_names),
+            _fmt(m.get("train_runtime_s")),
+            _fmt(m["adapter_size_bytes"] / 1024) if "adapter_size_bytes" in m else "-",
+        ])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    for line in [header, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The `finetune` flow: tokenize → wrap → train → evaluate → publish, tracked in one MLflow run.
+
+Tasks are thin: a decorator and one call into `flows.steps`. They pass paths and small results,
+never live models. The flow body reads as the pipeline's table of contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows import tracking
+from flows.params import FinetuneParams
+from flows.steps import EvalResult, TokenizedData, TrainResult, WrapResult
+from flows.steps import data as data_step
+from flows.steps import evaluate as evaluate_step
+from flows.steps import model as model_step
+from flows.steps import publish as publish_step
+from flows.steps import train as train_step
+
+
+def run_key(params: FinetuneParams) -> str:
+    """Identifies a run's training inputs (not tracking/publishing): same key → same run dir → resume."""
+    relevant = params.model_dump(mode="json", exclude={"tracking", "publish"})
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def preflight(params: FinetuneParams) -> None:
+    """Every check that can fail without loading a model or data runs here, first."""
+    from flows.metrics import check_metrics
+
+    check_metrics(params.eval.metrics)
+    for name in ("train_file", "test_file"):
+        path = getattr(params.data, name)
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(f"data.{name}={path!r} does not exist")
+    if params.publish.repo_id and not os.environ.get("HF_TOKEN"):
+        raise ValueError(
+            f"publish.repo_id={params.publish.repo_id!r} is set but HF_TOKEN is not; export HF_TOKEN "
+            "(tokens never go in parameters) or leave publish.repo_id empty"
+        )
+    tracking.check_reachable()
+
+
+@task(name="tokenize", cache_policy=NO_CACHE)
+def tokenize_task(params: FinetuneParams, cache_dir: str) -> TokenizedData:
+    return data_step.tokenize(params, cache_dir)
+
+
+@task(name="wrap", cache_policy=NO_CACHE)
+def wrap_task(params: FinetuneParams, label_names: list[str] | None) -> WrapResult:
+    return model_step.wrap(params, label_names)
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(params: FinetuneParams, data: TokenizedData, run_dir: str, run_id: str) -> TrainResult:
+    return train_step.train(params, data, run_dir, on_log=tracking.RunTracker(run_id).log_step)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(params: FinetuneParams, data: TokenizedData, adapter_dir: str | None) -> EvalResult:
+    return evaluate_step.evaluate(params, data, adapter_dir)
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish_task(params: FinetuneParams, adapter_dir: str, metrics: dict[str, float], fingerprint: str) -> str:
+    return publish_step.publish(params, adapter_dir, metrics, fingerprint)
+
+
+@flow(name="finetune", log_prints=True)
+def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
+    """Fine-tune a base model with a PEFT adapter; returns the MLflow run id, metrics and paths.
+
+    With `baseline`, the untrained adapter (fresh LoRA, untrained head) is evaluated first and logged
+    as `baseline_<metric>`, so the run shows what training earned.
+    """
+    logger = get_run_logger()
+    preflight(params)
+    run_dir = os.path.join(params.output_dir, "runs", run_key(params))
+    tracker = tracking.RunTracker.start(params, tags=_prefect_tags())
+    try:
+        data = tokenize_task(params, os.path.join(params.output_dir, "cache", "tokenized"))
+        tracker.log_dataset(data, params)
+        logger.info("data: %d train / %d test rows (%s)", data.num_train, data.num_test, "cached" if data.cached else "tokenized")
+        wrap = wrap_task(params, data.label_names)
+        tracker.log_wrap(wrap)
+        baseline_metrics = evaluate_task(params, data, None).metrics if baseline else {}
+        tracker.log_metrics({f"baseline_{k}": v for k, v in baseline_metrics.items()})
+        trained = train_task(params, data, run_dir, tracker.run_id)
+        checksum = tracker.log_train(trained)
+        result = evaluate_task(params, data, trained.adapter_dir)
+        tracker.log_eval(result, step=trained.global_step)
+        commit = None
+        if params.publish.repo_id:
+            commit = publish_task(params, trained.adapter_dir, result.metrics, data.fingerprint)
+            tracker.log_publish(commit, params.publish.repo_id)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()
+    summary = {
+        "run_id": tracker.run_id, "experiment_id": tracker.experiment_id, "metrics": result.metrics,
+        "baseline_metrics": baseline_metrics, "trainable_percent": wrap.trainable_percent,
+        "adapter_dir": trained.adapter_dir, "adapter_sha256": checksum, "hub_commit": commit,
+        "train_runtime_s": trained.train_runtime_s, "dataset_fingerprint": data.fingerprint,
+        "mlflow_url": tracker.url(),
+    }
+    _prefect_artifacts(summary)
+    return summary
+
+
+def _prefect_tags() -> dict[str, str | None]:
+    from prefect.runtime import flow_run
+
+    return {"prefect.flow_run_id": flow_run.get_id(), "prefect.flow_run_url": flow_run.get_flow_run_ui_url()}
+
+
+def _prefect_artifacts(summary: dict[str, Any]) -> None:
+    """A table of eval metrics and links to the MLflow run / Hub commit, shown on the flow run page."""
+    from prefect.artifacts import create_link_artifact, create_table_artifact
+
+    rows = [{"metric": k, "value": round(v, 6)} for k, v in sorted(summary["metrics"].items())]
+    create_table_artifact(rows, key="eval-metrics", description=f"MLflow run {summary['run_id']}")
+    if summary["mlflow_url"]:
+        create_link_artifact(summary["mlflow_url"], link_text="MLflow run", key="mlflow-run")
+    if summary["hub_commit"]:
+        create_link_artifact(summary["hub_commit"], link_text="Hub commit", key="hub-commit")

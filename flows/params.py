@@ -1,0 +1,205 @@
+"""`FinetuneParams`: the one parameter model of the pipeline (the Prefect UI renders it as a form).
+
+Everything a run needs is here, validated before any model or data loads. Secrets never are: the
+Hub token comes from `HF_TOKEN`, the tracking credentials from MLflow's own environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
+BUNDLED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+Task = Literal["seq_cls", "token_cls", "causal_lm", "seq2seq_lm"]
+TASK_TYPES = {"seq_cls": "SEQ_CLS", "token_cls": "TOKEN_CLS", "causal_lm": "CAUSAL_LM", "seq2seq_lm": "SEQ_2_SEQ_LM"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelParams(_Strict):
+    name_or_path: str = Field(
+        BUNDLED_MINILM, description=f"Hub id or local path of the base model; '{BUNDLED_MINILM}' is the bundled MiniLM"
+    )
+    revision: str | None = Field(None, description="Base model revision (branch, tag or commit) on the Hub")
+    hub_id: str | None = Field(
+        None, description="The base model's Hub id, recorded in the adapter when name_or_path is a local path"
+    )
+    task: Task = Field("seq_cls", description="seq_cls, token_cls, causal_lm or seq2seq_lm")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Base model weights dtype; auto = bf16 on a capable GPU, else float32"
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the Hub (off by default)")
+
+
+class DataParams(_Strict):
+    dataset: str | None = Field(None, description="Hub dataset id (or a local dataset directory)")
+    config_name: str | None = Field(None, description="Dataset configuration name")
+    revision: str | None = Field(None, description="Dataset revision on the Hub")
+    train_file: str | None = Field(None, description="Local train file: .json, .jsonl, .csv or .parquet")
+    test_file: str | None = Field(None, description="Local test file (else test_fraction of the train data)")
+    train_split: str = Field("train", description="Split used for training")
+    test_split: str = Field("test", description="Held-out split used for evaluation")
+    test_fraction: float | None = Field(
+        None, gt=0, lt=1, description="Carve the test split from train when there is no test split"
+    )
+    text_column: str = Field("text", description="Input text column (classification, or LM input)")
+    label_column: str = Field("label", description="Label column (class names or ids; tags for token_cls)")
+    tokens_column: str = Field("tokens", description="Pre-split words column for token classification")
+    target_column: str | None = Field(None, description="Target text column for causal/seq2seq LM")
+    prompt_template: str | None = Field(
+        None, description="Prompt with {column} placeholders for generative tasks, e.g. 'Review: {text}\\nSentiment:'"
+    )
+    label_names: list[str] | None = Field(None, description="Class names in id order (default: sorted labels)")
+    max_length: int = Field(128, ge=8, le=32768, description="Max tokens per example (prompt + target)")
+    max_target_length: int = Field(64, ge=1, le=8192, description="Max target tokens (seq2seq)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataParams:
+        if (self.dataset is None) == (self.train_file is None):
+            raise ValueError("set exactly one of data.dataset (Hub id) or data.train_file (local file)")
+        for name in ("train_file", "test_file"):
+            value = getattr(self, name)
+            if value is not None and Path(value).suffix.lower() not in (".json", ".jsonl", ".csv", ".parquet"):
+                raise ValueError(f"data.{name}={value!r}: use a .json, .jsonl, .csv or .parquet file")
+        return self
+
+
+class PeftParams(_Strict):
+    method: Literal["lora"] = Field("lora", description="PEFT method")
+    r: int = Field(8, gt=0, description="LoRA rank")
+    lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scaling = alpha / r)")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the adapter input")
+    target_modules: list[str] | str | None = Field(
+        None, description="Module names, a regex, or 'all-linear'; empty = the architecture default"
+    )
+    exclude_modules: list[str] | str | None = Field(None, description="Modules to leave out")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha / sqrt(r)")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA)")
+    init_lora_weights: bool | Literal["gaussian"] = Field(True, description="True, 'gaussian' or False")
+    modules_to_save: list[str] | None = Field(None, description="Extra modules trained in full")
+    layers_to_transform: list[int] | None = Field(None, description="Only adapt these layer indices")
+    layers_pattern: str | None = Field(None, description="Name of the layer list, with layers_to_transform")
+    rank_pattern: dict[str, int] = Field(default_factory=dict, description="Per-module rank overrides")
+    alpha_pattern: dict[str, float] = Field(default_factory=dict, description="Per-module alpha overrides")
+
+
+class TrainParams(_Strict):
+    epochs: float = Field(3, gt=0, description="Training epochs (ignored when max_steps > 0)")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs)")
+    learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps for warmup")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(16, gt=0, description="Per-device train batch size")
+    eval_batch_size: int = Field(64, gt=0, description="Per-device eval batch size")
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on a capable GPU, else fp32"
+    )
+    seed: int = Field(42, description="Seed for data order, dropout and adapter init")
+    eval_every: Literal["epoch", "steps", "no"] = Field("epoch", description="When to evaluate during training")
+    eval_steps: int = Field(50, gt=0, description="Evaluation interval when eval_every=steps")
+    save_steps: int = Field(100, gt=0, description="Checkpoint interval in steps (adapter-only checkpoints)")
+    logging_steps: int = Field(10, gt=0, description="Log train_loss every N steps")
+    early_stopping_patience: int | None = Field(None, gt=0, description="Stop after N evals without improvement")
+    num_threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
+
+
+class EvalParams(_Strict):
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"], description="Metric names (shipped or Hub)")
+    max_new_tokens: int = Field(32, gt=0, description="Generation length for generative tasks")
+    num_beams: int = Field(1, gt=0, description="Beam search width for generation")
+    num_logged_predictions: int = Field(20, ge=0, description="Rows of predictions logged as a table")
+
+
+class PublishParams(_Strict):
+    repo_id: str | None = Field(None, description="Hub repo 'user/name'; empty = do not publish")
+    private: bool = Field(True, description="Create the repo private")
+    endpoint: str | None = Field(None, description="Hub endpoint (default: HF_ENDPOINT or the public Hub)")
+    commit_message: str = Field("Upload adapter trained with peftflow")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo(cls, value: str | None) -> str | None:
+        if value and (value.count("/") != 1 or value.startswith("/") or value.endswith("/")):
+            raise ValueError(f"publish.repo_id={value!r} must look like 'user/name'")
+        return value or None
+
+
+class TrackingParams(_Strict):
+    experiment: str = Field("peftflow", description="MLflow experiment name")
+    run_name: str | None = Field(None, description="MLflow run name (default: generated)")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags")
+
+
+class FinetuneParams(_Strict):
+    """All parameters of one fine-tuning run."""
+
+    model: ModelParams = Field(default_factory=ModelParams)
+    data: DataParams
+    peft: PeftParams = Field(default_factory=PeftParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    eval: EvalParams = Field(default_factory=EvalParams)
+    publish: PublishParams = Field(default_factory=PublishParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+    output_dir: str = Field("outputs", description="Where adapters, checkpoints and the data cache go")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FinetuneParams:
+        generative = self.model.task in ("causal_lm", "seq2seq_lm")
+        if generative and not (self.data.target_column or self.data.prompt_template):
+            raise ValueError("generative tasks need data.target_column (and usually data.prompt_template)")
+        if self.train.early_stopping_patience and self.train.eval_every == "no":
+            raise ValueError("train.early_stopping_patience needs train.eval_every 'epoch' or 'steps'")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], overrides: list[str] | None = None) -> FinetuneParams:
+        """Load a YAML config and apply `key.sub=value` overrides (values parsed as YAML)."""
+        text = Path(path).read_text(encoding="utf-8")
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the config must be a YAML mapping")
+        for item in overrides or []:
+            apply_override(data, item)
+        return cls.model_validate(data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view for MLflow params (`peft.r`, `train.learning_rate`, ...)."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one `a.b.c=value` override to a nested dict."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like key.sub=value, e.g. peft.r=16")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {item!r}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None

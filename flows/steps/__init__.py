@@ -1,0 +1,53 @@
+"""Plain step functions of the pipeline: no Prefect, no MLflow. Tasks pass paths and ids, not models.
+
+Each step's result is a small dataclass defined here, so the flow, the tracking layer and the tests
+share one contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TokenizedData:
+    """A tokenized dataset on disk (`datasets.DatasetDict.save_to_disk`, splits "train" and "test")."""
+
+    path: str
+    fingerprint: str  # content hash of the RAW data (+ revision); the MLflow dataset digest
+    cache_key: str  # hash of everything that shapes the tokenized output
+    task: str
+    label_names: list[str] | None
+    num_train: int
+    num_test: int
+    num_train_tokens: int
+    source: str  # human-readable origin: Hub id@revision or file paths
+    cached: bool  # True when this call loaded the cache instead of tokenizing
+
+
+@dataclass
+class WrapResult:
+    trainable_params: int
+    all_params: int
+    trainable_percent: float
+    peft_config: dict[str, Any]
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: str
+    global_step: int
+    train_loss: float
+    train_runtime_s: float
+    train_tokens_per_s: float
+    peak_memory_mb: float
+    device: str
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: str | None = None
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    predictions: list[dict[str, Any]]  # a sample: input, reference, prediction

@@ -1,0 +1,178 @@
+"""Train step: the transformers `Trainer` on a peftcore model, CPU or GPU, resumable.
+
+- Checkpoints are adapter-only (`PeftModel.state_dict()` is the adapter state) and live in
+  `<run_dir>/checkpoints/`; rerunning the same run directory resumes from the newest one.
+- After a successful run the final adapter is saved to `<run_dir>/adapter/` (HF PEFT format, with the
+  base model's Hub id as `base_model_name_or_path`) and the checkpoints are removed, so a rerun of a
+  finished run trains afresh instead of silently reusing the old result.
+- `on_log(step, logs)` receives every Trainer log (train loss, eval metrics) as it happens; the flow
+  uses it to stream metrics to MLflow without this module knowing about MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from flows.params import FinetuneParams
+from flows.steps import TokenizedData, TrainResult
+
+LogFn = Callable[[int, dict[str, float]], None]
+
+
+def pick_precision(params: FinetuneParams) -> tuple[str, str]:
+    """(device, precision): bf16 on a GPU that supports it when precision is auto, else fp32."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = params.train.precision
+    if precision == "auto":
+        precision = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision in ("bf16", "fp16") and device == "cpu":
+        raise ValueError(f"train.precision={precision!r} needs a CUDA GPU; use 'auto' or 'fp32' on CPU")
+    return device, precision
+
+
+def data_collator(task: str, tokenizer: Any, model: Any) -> Any:
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        DataCollatorForTokenClassification,
+        DataCollatorWithPadding,
+    )
+
+    if task == "seq_cls":
+        return DataCollatorWithPadding(tokenizer)
+    if task == "token_cls":
+        return DataCollatorForTokenClassification(tokenizer)
+    # Causal and seq2seq: pad inputs with the pad token and labels with -100 (ignored by the loss).
+    return DataCollatorForSeq2Seq(tokenizer, model=model if task == "seq2seq_lm" else None, label_pad_token_id=-100)
+
+
+def classification_metrics(params: FinetuneParams) -> Callable[[Any], dict[str, float]] | None:
+    """Per-evaluation metrics (eval_<name>) for classification; generative tasks log eval_loss only."""
+    if params.model.task != "seq_cls":
+        return None
+    from flows.metrics import load_metric
+
+    metrics = [load_metric(name) for name in params.eval.metrics]
+
+    def compute(pred: Any) -> dict[str, float]:
+        predictions = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        ids = predictions.argmax(-1)
+        out: dict[str, float] = {}
+        for metric in metrics:
+            result = metric.compute(predictions=ids, references=pred.label_ids)
+            out.update({k: float(v) for k, v in (result or {}).items() if isinstance(v, int | float)})
+        return out
+
+    return compute
+
+
+def train(params: FinetuneParams, data: TokenizedData, run_dir: str, on_log: LogFn | None = None) -> TrainResult:
+    """Fine-tune the adapter described by `params` on `data`; returns where the adapter is and figures."""
+    from datasets import load_from_disk
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from flows.steps.model import base_model_hub_id, build_peft_config, load_base_model, load_tokenizer
+    from peftcore import get_peft_model
+
+    device, precision = pick_precision(params)
+    if params.train.num_threads:
+        torch.set_num_threads(params.train.num_threads)
+    set_seed(params.train.seed)
+    tokenizer = load_tokenizer(params)
+    model = get_peft_model(load_base_model(params, data.label_names), build_peft_config(params))
+    splits = load_from_disk(data.path)
+
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    adapter_dir = os.path.join(run_dir, "adapter")
+    os.makedirs(ckpt_dir, exist_ok=True)
+    resume = get_last_checkpoint(ckpt_dir)
+    t = params.train
+    evaluating = t.eval_every != "no"
+    args = TrainingArguments(
+        output_dir=ckpt_dir,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        gradient_checkpointing=t.gradient_checkpointing,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy=t.eval_every,
+        eval_steps=t.eval_steps if t.eval_every == "steps" else None,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=2,
+        logging_steps=t.logging_steps,
+        load_best_model_at_end=bool(t.early_stopping_patience),
+        metric_for_best_model="eval_loss" if t.early_stopping_patience else None,
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    callbacks: list[Any] = [_LogForwarder(on_log)] if on_log else []
+    if t.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["test"] if evaluating else None,
+        data_collator=data_collator(params.model.task, tokenizer, model),
+        compute_metrics=classification_metrics(params) if evaluating else None,
+        callbacks=callbacks,
+    )
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume)
+    runtime = time.perf_counter() - start
+
+    model.peft_config["default"].base_model_name_or_path = base_model_hub_id(params.model)
+    model.save_pretrained(adapter_dir)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    epochs_done = float(trainer.state.epoch or 0.0)
+    return TrainResult(
+        adapter_dir=adapter_dir,
+        global_step=int(output.global_step),
+        train_loss=float(output.training_loss),
+        train_runtime_s=runtime,
+        train_tokens_per_s=data.num_train_tokens * epochs_done / runtime if runtime > 0 else 0.0,
+        peak_memory_mb=_peak_memory_mb(device),
+        device=device,
+        log_history=list(trainer.state.log_history),
+        resumed_from=resume,
+    )
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    # Linux reports ru_maxrss in KiB: the process's peak resident memory.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _LogForwarder(TrainerCallback):
+    """Hands each Trainer log (numbers only) to `on_log(step, logs)`."""
+
+    def __init__(self, on_log: LogFn) -> None:
+        self._forward = on_log
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:  # type: ignore[override]
+        if logs:
+            self._forward(int(state.global_step), {k: float(v) for k, v in logs.items() if isinstance(v, int | float)})

@@ -1,0 +1,283 @@
+"""MLflow tracking: the one module of the project that imports mlflow.
+
+One MLflow run per flow run, created once and then addressed by id (`RunTracker(run_id)`), so every
+task — even in another process — logs to the same run. Metric names are fixed (see `METRICS`).
+The tracking URI comes from `MLFLOW_TRACKING_URI` (default `sqlite:///mlflow.db`, MLflow's own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from flows.params import FinetuneParams
+from flows.steps import EvalResult, TokenizedData, TrainResult, WrapResult
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+METRICS = (
+    "trainable_params",
+    "all_params",
+    "trainable_percent",
+    "adapter_size_bytes",
+    "train_loss",
+    "train_runtime_s",
+    "train_tokens_per_s",
+    "peak_memory_mb",
+)
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def check_reachable(uri: str | None = None, timeout_s: float = 5.0) -> None:
+    """Fail fast (before any training) when an HTTP tracking server does not answer."""
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as resp:
+            if resp.status != 200:
+                raise OSError(f"HTTP {resp.status}")
+    except (OSError, urllib.error.URLError) as exc:
+        raise ValueError(
+            f"MLflow tracking server {uri} is unreachable ({exc}); start it (make serve) or unset "
+            "MLFLOW_TRACKING_URI to track to the local sqlite:///mlflow.db"
+        ) from None
+
+
+def _client() -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_url(run_id: str, experiment_id: str, uri: str | None = None) -> str | None:
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return None
+
+
+class RunTracker:
+    """Logs to one existing MLflow run, by id."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.client = _client()
+
+    @classmethod
+    def start(cls, params: FinetuneParams, tags: dict[str, str | None]) -> RunTracker:
+        """Create the run (and the experiment if needed) with params and environment tags."""
+        import peftcore
+        import torch
+        import transformers
+
+        client = _client()
+        experiment = client.get_experiment_by_name(params.tracking.experiment)
+        experiment_id = (
+            experiment.experiment_id if experiment else client.create_experiment(params.tracking.experiment)
+        )
+        all_tags = {
+            "git.commit": git_commit(),
+            "version.torch": torch.__version__,
+            "version.transformers": transformers.__version__,
+            "version.peftcore": peftcore.__version__,
+            "peft.method": params.peft.method,
+            "task": params.model.task,
+            **tags,
+            **params.tracking.tags,
+        }
+        run = client.create_run(
+            experiment_id, run_name=params.tracking.run_name, tags={k: str(v) for k, v in all_tags.items() if v}
+        )
+        tracker = cls(run.info.run_id)
+        tracker.log_params(params)
+        return tracker
+
+    @property
+    def experiment_id(self) -> str:
+        return self.client.get_run(self.run_id).info.experiment_id
+
+    def url(self) -> str | None:
+        return run_url(self.run_id, self.experiment_id)
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.client.set_tag(self.run_id, key, str(value))
+
+    def log_params(self, params: FinetuneParams) -> None:
+        from mlflow.entities import Param
+
+        flat = {k: _param_value(v) for k, v in params.flat().items()}
+        items = [Param(k, v) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+        self.client.log_text(self.run_id, params.to_yaml(), "params.yaml")
+
+    def log_dataset(self, data: TokenizedData, params: FinetuneParams) -> None:
+        """The dataset as an MLflow input; its digest is the raw-data fingerprint."""
+        from mlflow.data.meta_dataset import MetaDataset
+
+        self.set_tag("dataset.fingerprint", data.fingerprint)
+        dataset = MetaDataset(source=_dataset_source(params), name=_dataset_name(params), digest=data.fingerprint[:36])
+        with mlflow.start_run(run_id=self.run_id):
+            mlflow.log_input(
+                dataset, context="training", tags={"num_train": str(data.num_train), "num_test": str(data.num_test)}
+            )
+
+    def log_wrap(self, wrap: WrapResult) -> None:
+        from mlflow.entities import Param
+
+        self.log_metrics(
+            {"trainable_params": wrap.trainable_params, "all_params": wrap.all_params,
+             "trainable_percent": wrap.trainable_percent},
+            step=0,
+        )
+        items = [Param(f"peft_config.{k}", _param_value(v)) for k, v in sorted(wrap.peft_config.items())]
+        self.client.log_batch(self.run_id, params=items)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_step(self, step: int, logs: dict[str, float]) -> None:
+        """A Trainer log: `loss` → train_loss; eval_* kept; other keys under their own names."""
+        renamed = {}
+        for key, value in logs.items():
+            if key == "loss":
+                renamed["train_loss"] = value
+            elif key.startswith("eval_") and key.endswith(("_runtime", "_samples_per_second", "_steps_per_second")):
+                continue
+            elif key in ("learning_rate", "grad_norm") or key.startswith("eval_"):
+                renamed[key] = value
+        self.log_metrics(renamed, step=step)
+
+    def log_train(self, result: TrainResult) -> str:
+        """Figures, the adapter as an artifact, its checksum; returns the checksum."""
+        weights = os.path.join(result.adapter_dir, "adapter_model.safetensors")
+        size = sum(os.path.getsize(os.path.join(result.adapter_dir, f)) for f in os.listdir(result.adapter_dir))
+        self.log_metrics(
+            {"train_runtime_s": result.train_runtime_s, "train_tokens_per_s": result.train_tokens_per_s,
+             "peak_memory_mb": result.peak_memory_mb, "adapter_size_bytes": size},
+            step=result.global_step,
+        )
+        checksum = file_sha256(weights)
+        self.set_tag("adapter.sha256", checksum)
+        self.set_tag("device", result.device)
+        self.client.log_artifacts(self.run_id, result.adapter_dir, artifact_path="adapter")
+        self._log_loss_curve(result.log_history)
+        return checksum
+
+    def _log_loss_curve(self, history: list[dict[str, Any]]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        train = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+        evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h and "step" in h]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        if train:
+            ax.plot(*zip(*train, strict=True), label="train_loss")
+        if evals:
+            ax.plot(*zip(*evals, strict=True), marker="o", label="eval_loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        self.client.log_figure(self.run_id, fig, "loss_curve.png")
+        plt.close(fig)
+
+    def log_eval(self, result: EvalResult, step: int, prefix: str = "eval_") -> None:
+        self.log_metrics({f"{prefix}{k}": v for k, v in result.metrics.items()}, step=step)
+        if result.predictions and prefix == "eval_":
+            columns = {k: [str(row.get(k, "")) for row in result.predictions] for k in result.predictions[0]}
+            self.client.log_table(self.run_id, data=columns, artifact_file="eval_predictions.json")
+
+    def log_publish(self, commit_id: str, repo_id: str) -> None:
+        self.set_tag("hub.commit", commit_id)
+        self.set_tag("hub.repo_id", repo_id)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    # -- reading back ----------------------------------------------------------------------------
+    def params_yaml(self) -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(self.run_id, "params.yaml", tmp)
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+
+    def summary(self) -> dict[str, Any]:
+        run = self.client.get_run(self.run_id)
+        return {"run_id": self.run_id, "metrics": dict(run.data.metrics), "tags": dict(run.data.tags),
+                "params": dict(run.data.params), "name": run.info.run_name, "status": run.info.status}
+
+
+def search_runs(experiment: str) -> list[dict[str, Any]]:
+    """Runs of an experiment, newest first, as plain dicts (for `peftflow compare`)."""
+    client = _client()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"MLflow experiment {experiment!r} does not exist at {tracking_uri()}")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=200)
+    return [
+        {"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status, "metrics": dict(r.data.metrics),
+         "params": dict(r.data.params), "tags": dict(r.data.tags)}
+        for r in runs
+    ]
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
+    return text[:6000]
+
+
+def _dataset_source(params: FinetuneParams) -> Any:
+    d = params.data
+    if d.dataset is not None:
+        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+        return HuggingFaceDatasetSource(path=d.dataset, config_name=d.config_name, revision=d.revision)
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    return resolve_dataset_source(os.path.abspath(d.train_file or "."))
+
+
+def _dataset_name(params: FinetuneParams) -> str:
+    d = params.data
+    if d.dataset is not None:
+        return d.dataset
+    return os.path.basename(os.path.dirname(os.path.abspath(d.train_file or "."))) or "dataset"

@@ -1,0 +1,1 @@
+"""Test-only helpers that stand in for external services (e.g. a local Hugging Face Hub)."""
