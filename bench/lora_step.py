@@ -209,6 +209,9 @@ def memory_worker(variant: str, config: str, setup: Setup, steps: int) -> dict[s
     imported, so importing a bigger library does not count as training memory; on CUDA it is
     torch.cuda.max_memory_allocated.
     """
+    import transformers as tf
+
+    tf.LlamaForCausalLM  # noqa: B018  (a lazy module: touching the class imports it now)
     if variant == "peft":
         import peft  # noqa: F401
     else:

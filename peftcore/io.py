@@ -95,12 +95,20 @@ def resolve_file(
         if not required:
             return ""
         raise FileNotFoundError(f"{local_dir!r} is neither an existing directory nor a Hub repo id")
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
     try:
         return hf_hub_download(base, filename, subfolder=subfolder, revision=revision, token=token)
-    except EntryNotFoundError:
+    except RemoteEntryNotFoundError:
+        # The Hub answered: this revision has no such file.
         if not required:
             return ""
         raise FileNotFoundError(f"{filename} not found in Hub repo {base!r}") from None
+    except LocalEntryNotFoundError:
+        # Not cached, and the Hub was not asked (offline mode) or did not answer (network, 5xx).
+        # Offline, "not in the cache" is the only answer for an optional file; online, treating it as
+        # absent would report an outage as a missing file, so the client's own error stands.
+        if not required and constants.is_offline_mode():
+            return ""
+        raise

@@ -185,8 +185,16 @@ class PeftModel(nn.Module):
     def activation_checkpointing_enable(self, *args: Any, **kwargs: Any) -> None:
         """Enable checkpointing on the base model; embeddings' outputs require grad so gradients reach
         adapters inside checkpointed blocks even though the embeddings are frozen."""
-        self.get_base_model().activation_checkpointing_enable(*args, **kwargs)  # type: ignore[operator]
-        self.enable_input_require_grads()
+        base = self.get_base_model()
+        base.activation_checkpointing_enable(*args, **kwargs)  # type: ignore[operator]
+        if not getattr(base, "_require_grads_hooks", None):  # transformers may have added them already
+            self.enable_input_require_grads()
+
+    def activation_checkpointing_disable(self) -> None:
+        base = self.get_base_model()
+        base.activation_checkpointing_disable()  # type: ignore[operator]
+        if getattr(base, "_require_grads_hooks", None):
+            base.disable_input_require_grads()  # type: ignore[operator]
 
     def gradient_checkpointing_enable(
         self, gradient_checkpointing_kwargs: dict[str, Any] | None = None, **kw: Any

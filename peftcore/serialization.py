@@ -91,8 +91,11 @@ def set_peft_model_state_dict(
     """
     config = model.peft_config[adapter_name]  # type: ignore[index]
     mapping = adapter_key_map(model, adapter_name, getattr(config, "bias", "none"))
+    extra, redundant = _hf_peft_extras(model, adapter_name, set(peft_model_state_dict))
+    missing = sorted(set(mapping) - set(peft_model_state_dict))
+    mapping.update(extra)
     params = dict(model.named_parameters(remove_duplicate=False))
-    unexpected = sorted(set(peft_model_state_dict) - set(mapping))
+    unexpected = sorted(set(peft_model_state_dict) - set(mapping) - redundant)
     for disk_key, tensor in peft_model_state_dict.items():
         if disk_key not in mapping:
             continue
@@ -118,7 +121,31 @@ def set_peft_model_state_dict(
                     target.data = tensor.to(dtype=target.dtype)
                 else:
                     target.copy_(tensor.to(device=target.device, dtype=target.dtype))
-    return sorted(set(mapping) - set(peft_model_state_dict))
+    return missing
+
+
+def _hf_peft_extras(
+    model: nn.Module, adapter_name: str, disk_keys: set[str]
+) -> tuple[dict[str, str], set[str]]:
+    """Keys HF PEFT writes beyond the adapter itself: (those to load, those to drop silently).
+
+    - `<path>.base_layer.weight` of a LoRA-wrapped `embed_tokens` / `lm_head`: HF PEFT saves the
+      full base weight so a resized vocabulary travels with the adapter; it loads into the base layer.
+    - `<path>.original_module.*` / `<path>.modules_to_save.*` of a saved module: with bias="all",
+      HF PEFT also writes the biases inside the wrapper; they duplicate `<path>.bias`.
+    """
+    load: dict[str, str] = {}
+    drop: set[str] = set()
+    for path, module in model.named_modules():
+        prefix = f"{path}." if path else ""
+        if isinstance(module, LoraLayer) and adapter_name in module.r:
+            key = f"{prefix}base_layer.weight"
+            if key in disk_keys:
+                load[key] = key
+        elif isinstance(module, ModulesToSaveWrapper):
+            inner = (f"{prefix}original_module.", f"{prefix}modules_to_save.")
+            drop.update(k for k in disk_keys if k.startswith(inner))
+    return load, drop
 
 
 def load_peft_weights(

@@ -32,6 +32,10 @@ from tests import tiny
 peft = pytest.importorskip("peft")
 
 ATOL = 1e-6
+# peftcore adds the LoRA update with one fused `addmm(result, h, Bᵀ, alpha=scaling)`; HF peft
+# computes `result + B(h) * scaling`. With a power-of-two scaling both round identically; otherwise
+# the fused form rounds once where peft rounds twice (≈1 ulp per layer), so those cases get 1e-5.
+ROUNDING_ATOL = 1e-5
 
 # Module names per architecture: default targets' first entry, an embedding, a layer-list name,
 # a head to train in full, and every layer that has a bias the adapter may train.
@@ -63,8 +67,28 @@ OPTIONS: dict[str, Callable[[str], dict[str, Any]]] = {
     "layers": lambda a: {"layers_to_transform": [1]},
     "layers_pattern": lambda a: {"layers_to_transform": [0], "layers_pattern": NAMES[a]["layers"]},
     "exclude": lambda a: {"target_modules": "all-linear", "exclude_modules": [NAMES[a]["q"]]},
-    "dropout": lambda a: {"lora_dropout": 0.1, "r": 2, "lora_alpha": 5},
+    "dropout": lambda a: {"lora_dropout": 0.1, "r": 2, "lora_alpha": 5},  # scaling 2.5
 }
+# Options whose scaling is not a power of two (see ROUNDING_ATOL).
+INEXACT_SCALING = {"dropout"}
+
+# Keys only HF peft writes, for a deliberate difference: peftcore saves the adapter alone.
+# - A targeted `embed_tokens` (one of peft's EMBEDDING_LAYER_NAMES) that is the input embedding:
+#   peft also saves its full base weight (`save_embedding_layers="auto"`), for resized vocabularies.
+#   (T5's targeted `embed_tokens` are not `get_input_embeddings()`, which is `shared`, so not saved.)
+# - bias="all" with a saved head: peft also writes the biases inside the wrapper (original and copy),
+#   duplicates of `classifier.bias`.
+PEFT_ONLY_KEYS: dict[tuple[str, str], set[str]] = {
+    ("llama", "embedding"): {"base_model.model.model.embed_tokens.base_layer.weight"},
+    ("opt", "embedding"): {"base_model.model.model.decoder.embed_tokens.base_layer.weight"},
+    ("bert", "bias_all"): {
+        "base_model.model.classifier.original_module.bias",
+        "base_model.model.classifier.modules_to_save.bias",
+    },
+}
+# Cases that target an embedding tied to the output layer: merging changes lm_head as well, in both
+# libraries alike (peft warns about it), so the merged model no longer computes the adapter's output.
+TIED_EMBEDDING_TARGETED = {("gpt2", "embedding"), ("opt", "embedding"), ("t5", "embedding")}
 
 CASES = list(itertools.product(tiny.ARCHS, OPTIONS))
 CASE_IDS = [f"{a}-{o}" for a, o in CASES]
@@ -81,6 +105,10 @@ def perturb(model: nn.Module, seed: int) -> None:
         for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
             if p.requires_grad:
                 p.add_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def atol_for(option: str) -> float:
+    return ROUNDING_ATOL if option in INEXACT_SCALING else ATOL
 
 
 def logits(model: nn.Module, arch: str) -> torch.Tensor:
@@ -162,7 +190,9 @@ def test_trainable_counts_match(cases: Callable[[str, str], Case], arch: str, op
 @pytest.mark.parametrize(("arch", "option"), CASES, ids=CASE_IDS)
 def test_saved_keys_and_shapes_match(cases: Callable[[str, str], Case], arch: str, option: str) -> None:
     case = cases(arch, option)
-    assert file_shapes(case.pc_dir) == file_shapes(case.hf_dir)
+    pc_shapes, hf_shapes = file_shapes(case.pc_dir), file_shapes(case.hf_dir)
+    assert hf_shapes.keys() - pc_shapes.keys() == PEFT_ONLY_KEYS.get((arch, option), set())
+    assert pc_shapes == {k: v for k, v in hf_shapes.items() if k in pc_shapes}
 
 
 @pytest.mark.parametrize(("arch", "option"), CASES, ids=CASE_IDS)
@@ -173,7 +203,7 @@ def test_peftcore_adapter_gives_same_outputs_in_peft(
     loaded = hf_load(case, case.pc_dir)
     # Not the base model's output: the perturbed adapter changes the logits.
     assert not torch.allclose(case.pc_logits, logits(case.fresh(), arch), atol=1e-3)
-    torch.testing.assert_close(logits(loaded, arch), case.pc_logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(logits(loaded, arch), case.pc_logits, atol=atol_for(option), rtol=0)
 
 
 @pytest.mark.parametrize(("arch", "option"), CASES, ids=CASE_IDS)
@@ -181,9 +211,12 @@ def test_peft_adapter_gives_same_outputs_in_peftcore(
     cases: Callable[[str, str], Case], arch: str, option: str
 ) -> None:
     case = cases(arch, option)
-    loaded = pc_load(case, case.hf_dir)
+    with warnings.catch_warnings():
+        # Every tensor peft writes is loaded or a known duplicate: nothing is reported as ignored.
+        warnings.simplefilter("error")
+        loaded = pc_load(case, case.hf_dir)
     assert not torch.allclose(case.hf_logits, logits(case.fresh(), arch), atol=1e-3)
-    torch.testing.assert_close(logits(loaded, arch), case.hf_logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(logits(loaded, arch), case.hf_logits, atol=atol_for(option), rtol=0)
 
 
 @pytest.mark.parametrize(("arch", "option"), CASES, ids=CASE_IDS)
@@ -196,7 +229,12 @@ def test_merge_and_unload_gives_same_weights(cases: Callable[[str, str], Case], 
     assert pc_state.keys() == hf_state.keys()
     for key in pc_state:
         torch.testing.assert_close(pc_state[key], hf_state[key], atol=ATOL, rtol=0, msg=key)
-    torch.testing.assert_close(logits(pc_merged, arch), case.hf_logits, atol=1e-5, rtol=0)
+    merged_logits = logits(pc_merged, arch)
+    if (arch, option) in TIED_EMBEDDING_TARGETED:
+        torch.testing.assert_close(merged_logits, logits(hf_merged, arch), atol=ATOL, rtol=0)
+    else:
+        # Merged vs unmerged: a different summation order, hence 1e-5.
+        torch.testing.assert_close(merged_logits, case.hf_logits, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(("arch", "option"), CASES, ids=CASE_IDS)

@@ -178,6 +178,11 @@ def out(model: nn.Module, arch: str) -> torch.Tensor:
     return tiny.output(model, tiny.inputs(arch))
 
 
+def assert_changed(new: torch.Tensor, old: torch.Tensor) -> None:
+    """A non-zero B must move the output by far more than the merge tolerance (BERT's logits are ~0.02)."""
+    assert not torch.allclose(new, old, atol=1e-4, rtol=1e-3), "the adapter did not change the output"
+
+
 def lora_layers(model: nn.Module) -> dict[str, LoraLayer]:
     return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
 
@@ -228,7 +233,7 @@ def test_nonzero_b_merge_unmerge_disable(case_id: str, arch: str) -> None:
     base_weights = {n: layer.base_layer.weight.detach().clone() for n, layer in lora_layers(pm).items()}
 
     lora_out = out(pm, arch)
-    assert (lora_out - base_out).abs().max() > 1e-3, "a non-zero B must change the output"
+    assert_changed(lora_out, base_out)
     with pm.disable_adapter():
         torch.testing.assert_close(out(pm, arch), base_out, **TIGHT)
     torch.testing.assert_close(out(pm, arch), lora_out, atol=0, rtol=0)
@@ -273,7 +278,7 @@ def test_merge_and_unload_then_unload(case_id: str, arch: str) -> None:
     assert set(plain_state) == set(ref_state)
     for key, value in ref_state.items():
         torch.testing.assert_close(plain_state[key], value, **TIGHT)
-    torch.testing.assert_close(out(plain, arch), out(reference, arch), **TIGHT)
+    torch.testing.assert_close(out(plain, arch), out(reference, arch), **MERGE_TOL)
 
 
 @pytest.mark.parametrize(("case_id", "arch"), MATRIX)
@@ -423,7 +428,7 @@ def test_several_adapters_switch_save_load_delete(arch: str, tmp_path: Path) -> 
 
     pm.set_adapter("other")
     other_out = out(pm, arch)
-    assert (other_out - default_out).abs().max() > 1e-3
+    assert_changed(other_out, default_out)
     trainable = {n for n, p in pm.named_parameters() if p.requires_grad}
     assert trainable and all(".other" in n for n in trainable if ".lora_" in n)
     assert all(".default" not in n for n in trainable)
@@ -490,7 +495,7 @@ def test_conv2d_identity_merge_save_load(tmp_path: Path) -> None:
     }
     with torch.no_grad():
         lora_out = pm(x)
-        assert (lora_out - base_out).abs().max() > 1e-3
+        assert_changed(lora_out, base_out)
         pm.merge_adapter()
         torch.testing.assert_close(pm(x), lora_out, **MERGE_TOL)
         pm.unmerge_adapter()
@@ -530,7 +535,7 @@ def test_conv2d_in_transformers_resnet() -> None:
         torch.testing.assert_close(pm(pixel_values=x).last_hidden_state, base_out, **TIGHT)
         pm = get_peft_model(build(), LoraConfig(target_modules=r".*convolution", r=2, init_lora_weights=False))
         lora_out = pm(pixel_values=x).last_hidden_state
-        assert (lora_out - base_out).abs().max() > 1e-3
+        assert_changed(lora_out, base_out)
         merged = pm.merge_and_unload()
         torch.testing.assert_close(merged(pixel_values=x).last_hidden_state, lora_out, **MERGE_TOL)
 

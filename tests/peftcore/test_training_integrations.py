@@ -61,8 +61,9 @@ def _assert_adapter_only_file(path: Path, model: PeftModel) -> dict[str, torch.T
     assert set(tensors) == set(model.state_dict()), f"{path} keys differ from the adapter state"
     frozen = [k for k in tensors if not _is_adapter_key(k)]
     assert not frozen, f"{path} contains frozen base weights: {frozen[:5]}"
-    # Adapter of rank 4 on two projections + head copy: a few percent of the base; 25% leaves header room.
-    assert os.path.getsize(path) < 0.25 * _base_bytes(model), (os.path.getsize(path), _base_bytes(model))
+    # Rank-4 LoRA on two projections (+ the head copy for SEQ_CLS) is ~5-6% of the tiny base with the
+    # safetensors header; a checkpoint holding any full base matrix set would be far above 10%.
+    assert os.path.getsize(path) < 0.10 * _base_bytes(model), (os.path.getsize(path), _base_bytes(model))
     return tensors
 
 
@@ -112,9 +113,15 @@ class _Recorder(transformers.TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module, **kwargs: Any) -> None:
         self.state_at_begin = {k: v.clone() for k, v in model.state_dict().items()}
 
-    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: nn.Module, **kwargs: Any) -> None:
+    def on_pre_optimizer_step(
+        self, args: Any, state: Any, control: Any, model: nn.Module, **kwargs: Any
+    ) -> None:
         self.grads.append(
-            {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+            {
+                n: None if p.grad is None else p.grad.clone()
+                for n, p in model.named_parameters()
+                if p.requires_grad
+            }
         )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -180,7 +187,7 @@ def test_accelerate_trains_and_save_state_holds_only_adapter(tmp_path: Path) -> 
     _assert_state_equals(model, saved)
 
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.zero_()
     base_before_load = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
@@ -217,6 +224,22 @@ def test_trainer_keeps_bert_token_type_ids_and_drops_unknown_columns(tmp_path: P
     batch = next(iter(trainer.get_train_dataloader()))
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
     assert batch["token_type_ids"].sum() > 0
+
+
+@pytest.mark.xfail(
+    raises=ValueError,
+    strict=True,
+    reason="known gap: a task-less PeftModel's forward(*args, **kwargs) hides the base model's arguments, so "
+    "the Trainer's remove_unused_columns drops every column (HF peft is special-cased by the Trainer)",
+)
+def test_trainer_keeps_columns_for_peft_model_without_task_type(tmp_path: Path) -> None:
+    model = get_peft_model(tiny.build("bert"), LoraConfig(r=4, target_modules=["query", "value"]))
+    assert type(model) is PeftModel
+    trainer = transformers.Trainer(
+        model=model, args=_training_args(tmp_path, max_steps=1), train_dataset=_bert_dataset(8)
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert {"input_ids", "token_type_ids", "labels"} <= set(batch)
 
 
 def test_trainer_seq_cls_checkpoints_hold_only_adapter_and_best_model_loads(tmp_path: Path) -> None:
@@ -374,5 +397,5 @@ def test_generate_passes_through_and_matches_merged_model(arch: str) -> None:
     adapted_scores, base_scores = torch.stack(adapted.scores), torch.stack(base.scores)
     assert not torch.allclose(adapted_scores, base_scores, atol=1e-3), "generate() bypassed the adapter"
     assert torch.equal(adapted.sequences, merged.sequences)
-    # Same fp32 rounding-order difference as for logits (merged vs unmerged weights).
+    # fp32 rounding-order difference of merged vs unmerged weights; T5's scores reach ~3.4, hence rtol.
     torch.testing.assert_close(torch.stack(merged.scores), adapted_scores, atol=1e-6, rtol=1e-6)

