@@ -18,6 +18,8 @@ import torch  # noqa: E402
 
 from tests import tiny  # noqa: E402
 
+pytest_plugins = ["tests.support.hub_server"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():

@@ -57,7 +57,7 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
     if local and (hit := _cached(cache_dir, key)):
         return hit
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=_mkdir(cache_dir)) as work:
-        raw = _load_local(local, os.path.join(work, "raw")) if local else _load_hub(d)
+        raw = _load_local(local, d, os.path.join(work, "raw")) if local else _load_hub(d)
         if not local:  # Hub datasets: the revision and the datasets fingerprints of what was loaded
             fingerprint = _hash(d.dataset, d.config_name, d.revision, *(s._fingerprint for s in raw.values()))
             source = f"{d.dataset}{'/' + d.config_name if d.config_name else ''}@{d.revision or 'main'}"
@@ -139,9 +139,13 @@ def _result(path: str, meta: dict[str, Any], cached: bool) -> TokenizedData:
 # -- loading ---------------------------------------------------------------------------------------
 def _local_files(d: DataParams) -> dict[str, str]:
     """{split name: path} of the local data files, each checked to exist."""
-    files = {d.train_split: d.train_file, d.test_split: d.test_file}
+    if d.test_file is not None and d.test_split == d.train_split:
+        raise ValueError(
+            f"data.test_split={d.test_split!r} must differ from data.train_split with a test_file"
+        )
     out: dict[str, str] = {}
-    for (split, path), field in zip(files.items(), ("train_file", "test_file")):
+    for field, split in (("train_file", d.train_split), ("test_file", d.test_split)):
+        path = getattr(d, field)
         if path is None:
             continue
         if not os.path.isfile(path):
@@ -152,16 +156,21 @@ def _local_files(d: DataParams) -> dict[str, str]:
     return out
 
 
-def _load_local(files: dict[str, str], cache_dir: str) -> Any:
+def _load_local(files: dict[str, str], d: DataParams, cache_dir: str) -> Any:
     from datasets import DatasetDict, load_dataset
 
     out = {}
     for split, path in files.items():
+        where = f"data.{'train_file' if split == d.train_split else 'test_file'}={path!r}"
         builder = _BUILDERS[Path(path).suffix.lower()]
         try:
             out[split] = load_dataset(builder, data_files=path, split="train", cache_dir=cache_dir)
         except Exception as err:  # datasets wraps the parser's error; say which file and where
-            raise ValueError(_parse_error(path, builder, err)) from err
+            if "corresponds to no data" in str(err) or os.path.getsize(path) == 0:
+                raise ValueError(
+                    f"{where}: the file has no rows, so the {split} split would be empty"
+                ) from err
+            raise ValueError(f"{where}: {_parse_error(path, builder, err)}") from err
     return DatasetDict(out)
 
 
@@ -177,10 +186,12 @@ def _parse_error(path: str, builder: str, err: Exception) -> str:
                     try:
                         json.loads(line)
                     except json.JSONDecodeError as bad:
-                        return f"{path}: line {number} is not valid JSON ({bad.msg}, column {bad.colno}): {line[:80]!r}"
-            return f"{path}: not valid JSON at line {whole.lineno}, column {whole.colno} ({whole.msg})"
+                        return (
+                            f"line {number} is not valid JSON ({bad.msg}, column {bad.colno}): {line[:80]!r}"
+                        )
+            return f"not valid JSON at line {whole.lineno}, column {whole.colno} ({whole.msg})"
     cause = err.__cause__ or err
-    return f"{path}: could not be read as {builder}: {type(cause).__name__}: {cause}"
+    return f"could not be read as {builder}: {type(cause).__name__}: {cause}"
 
 
 def _load_hub(d: DataParams) -> Any:
@@ -188,9 +199,11 @@ def _load_hub(d: DataParams) -> Any:
 
     assert d.dataset is not None  # DataParams guarantees a dataset or a train_file
     try:
-        if os.path.isfile(os.path.join(d.dataset, "dataset_dict.json")):
-            return load_from_disk(d.dataset)
-        loaded = load_dataset(d.dataset, d.config_name, revision=d.revision)
+        saved = any(os.path.isfile(os.path.join(d.dataset, f)) for f in ("dataset_dict.json", "state.json"))
+        if saved:  # a directory written by save_to_disk
+            loaded = load_from_disk(d.dataset)
+        else:
+            loaded = load_dataset(d.dataset, d.config_name, revision=d.revision)
     except Exception as err:
         raise ValueError(
             f"data.dataset={d.dataset!r} (config_name={d.config_name!r}, revision={d.revision!r}) could not be "

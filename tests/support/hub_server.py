@@ -726,10 +726,22 @@ def point_client_at(monkeypatch: pytest.MonkeyPatch, url: str, hf_home: Path) ->
     _http.close_session()
 
 
-@pytest.fixture
-def local_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LocalHub]:
-    """A running `LocalHub` with the in-process client pointed at it (register with `pytest_plugins`)."""
+@contextmanager
+def hub_for_test(monkeypatch: pytest.MonkeyPatch, hf_home: Path) -> Iterator[LocalHub]:
+    """`serve_hub` + `point_client_at`; on a clean exit, fails if the server hit a bug or an unmodelled route."""
     with serve_hub() as hub:
-        point_client_at(monkeypatch, hub.url, tmp_path / "hf_home")
+        point_client_at(monkeypatch, hub.url, hf_home)
         yield hub
         assert not hub.server_errors, hub.server_errors[0]
+        assert not hub.unhandled, f"the client called routes the local hub does not model: {hub.unhandled}"
+
+
+@pytest.fixture
+def local_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LocalHub]:
+    """A running `LocalHub` with the in-process client pointed at it.
+
+    Test modules other than tests/peftcore/test_hub.py get it by adding
+    `pytest_plugins = ["tests.support.hub_server"]` to the root tests/conftest.py.
+    """
+    with hub_for_test(monkeypatch, tmp_path / "hf_home") as hub:
+        yield hub
