@@ -156,8 +156,11 @@ class FinetuneParams(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneParams:
         generative = self.model.task in ("causal_lm", "seq2seq_lm")
-        if generative and not (self.data.target_column or self.data.prompt_template):
-            raise ValueError("generative tasks need data.target_column (and usually data.prompt_template)")
+        if generative and not self.data.target_column:
+            raise ValueError(
+                f"model.task={self.model.task!r} needs data.target_column (the text to generate); "
+                "data.prompt_template shapes the input"
+            )
         if self.train.early_stopping_patience and self.train.eval_every == "no":
             raise ValueError("train.early_stopping_patience needs train.eval_every 'epoch' or 'steps'")
         return self

@@ -359,6 +359,7 @@ def _encoder(
     """The batched `map` function for params.model.task (keep_raw: add the raw text columns)."""
     d, task = params.data, params.model.task
     to_id = {name: i for i, name in enumerate(label_names or [])}
+    target_column = d.target_column or ""  # set for generative tasks: _validate checked it
 
     def label_id(value: Any) -> int:
         return value if isinstance(value, int) else to_id[value]
@@ -388,7 +389,7 @@ def _encoder(
         prompts = [
             d.prompt_template.format(**r) if d.prompt_template else str(r[d.text_column]) for r in rows
         ]
-        targets = [str(r[d.target_column]) for r in rows]
+        targets = [str(r[target_column]) for r in rows]
         if task == "seq2seq_lm":
             out = dict(tokenizer(prompts, truncation=True, max_length=d.max_length))
             out["labels"] = tokenizer(text_target=targets, truncation=True, max_length=d.max_target_length)[

@@ -21,9 +21,23 @@ T = TypeVar("T")
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
-def with_retries(call: Callable[[], T], attempts: int = 4, base_delay_s: float = 1.0, what: str = "Hub call") -> T:
-    """Run `call`, retrying 429/5xx HTTP errors with backoff (honouring Retry-After up to 30 s)."""
+def with_retries(
+    call: Callable[[], T],
+    attempts: int = 4,
+    base_delay_s: float = 1.0,
+    what: str = "Hub call",
+    max_delay_s: float = 30.0,
+) -> T:
+    """Run `call`, retrying 429/5xx HTTP errors up to `attempts` tries in all.
+
+    The wait before try n+1 is the server's `Retry-After` (seconds) when it sends one, else
+    `base_delay_s * 2**(n-1)`; either is capped at `max_delay_s` so a hostile header cannot stall a run.
+    A 401 becomes a `PermissionError` at once; other errors are raised unchanged.
+    """
     from huggingface_hub.errors import HfHubHTTPError
+
+    if attempts < 1:
+        raise ValueError(f"attempts={attempts}: use 1 or more")
 
     for attempt in range(1, attempts + 1):
         try:
@@ -37,8 +51,11 @@ def with_retries(call: Callable[[], T], attempts: int = 4, base_delay_s: float =
             if status not in RETRY_STATUS or attempt == attempts:
                 raise
             retry_after = exc.response.headers.get("Retry-After") if exc.response is not None else None
-            delay = min(float(retry_after), 30.0) if retry_after and retry_after.isdigit() else base_delay_s * 2 ** (attempt - 1)
-            time.sleep(delay)
+            if retry_after and retry_after.strip().isdigit():
+                delay = float(retry_after)
+            else:
+                delay = base_delay_s * 2 ** (attempt - 1)
+            time.sleep(min(delay, max_delay_s))
     raise AssertionError("unreachable")
 
 
@@ -52,9 +69,19 @@ def model_card_metadata(params: FinetuneParams, metrics: dict[str, float]) -> di
 
 
 def publish(
-    params: FinetuneParams, adapter_dir: str, metrics: dict[str, float], fingerprint: str, base_delay_s: float = 1.0
+    params: FinetuneParams,
+    adapter_dir: str,
+    metrics: dict[str, float],
+    fingerprint: str,
+    base_delay_s: float = 1.0,
+    attempts: int = 4,
+    max_delay_s: float = 30.0,
 ) -> str:
-    """Create the repo if needed and upload the adapter with its card; returns the commit id."""
+    """Create the repo if needed and upload the adapter with its card; returns the commit id.
+
+    Each Hub call (create_repo, upload_folder) gets `attempts` tries; see `with_retries` for the
+    backoff (`base_delay_s`, capped at `max_delay_s`).
+    """
     from huggingface_hub import HfApi
 
     from peftcore.hub import write_model_card
@@ -82,13 +109,19 @@ def publish(
         _append_results(os.path.join(staged, "README.md"), metrics, fingerprint)
         with_retries(
             lambda: api.create_repo(repo_id, private=params.publish.private, exist_ok=True, repo_type="model"),
-            base_delay_s=base_delay_s, what="create_repo",
+            attempts=attempts,
+            base_delay_s=base_delay_s,
+            max_delay_s=max_delay_s,
+            what="create_repo",
         )
         info = with_retries(
             lambda: api.upload_folder(
                 repo_id=repo_id, folder_path=staged, commit_message=params.publish.commit_message, repo_type="model"
             ),
-            base_delay_s=base_delay_s, what="upload_folder",
+            attempts=attempts,
+            base_delay_s=base_delay_s,
+            max_delay_s=max_delay_s,
+            what="upload_folder",
         )
     return str(info.oid)
 

@@ -141,7 +141,7 @@ def t5_tokenizer() -> Any:
     )
 
 
-def tiny_model(task: str, tokenizer: Any, seed: int = 0) -> torch.nn.Module:
+def tiny_model(task: str, tokenizer: Any, seed: int = 0) -> Any:
     """A tiny transformers model for `task` whose vocabulary matches `tokenizer` (fixed seed)."""
     import transformers as tf
 

@@ -126,6 +126,15 @@ def file_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
         return {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Any:
+    # Tiny matmuls: thread hand-off costs more than the math (10x slower on a busy 2-core runner).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @dataclasses.dataclass
 class Case:
     """One arch × option: a pristine base, and each library's perturbed adapter saved to disk."""

@@ -234,6 +234,12 @@ class Linear(LoraLayer):
         result = self.base_layer(x, *args, **kwargs)
         if self._skip_adapters():
             return result
+        # Updating `result` in place saves a copy of the whole output per adapter. Safe only when this
+        # layer owns the tensor: a plain nn.Linear's backward does not keep its output, and with no
+        # forward hook nobody else holds a reference that would see it change.
+        owned = type(self.base_layer) is nn.Linear and not (
+            self.base_layer._forward_hooks or nn.modules.module._global_forward_hooks
+        )
         for name in self.active_adapters:
             if name in self.merged_adapters:
                 continue
@@ -244,19 +250,21 @@ class Linear(LoraLayer):
             xa = self.lora_dropout[name](xa)
             if name in self.lora_magnitude_vector:
                 result = result + self._dora_update(name, x, xa, result).to(result.dtype)
+                owned = True
                 continue
             h = F.linear(xa, lora_A)
             if result.dtype == lora_B.dtype:
                 # One GEMM computes result + s·(h Bᵀ): no separate scale or add over the output.
-                flat = torch.addmm(
-                    result.reshape(-1, self.out_features),
-                    h.reshape(-1, h.shape[-1]),
-                    lora_B.t(),
-                    alpha=scaling,
-                )
-                result = flat.view(result.shape)
+                flat, h2 = result.reshape(-1, self.out_features), h.reshape(-1, h.shape[-1])
+                if owned and flat.is_contiguous():
+                    flat.addmm_(h2, lora_B.t(), alpha=scaling)
+                else:
+                    result = torch.addmm(flat, h2, lora_B.t(), alpha=scaling).view(result.shape)
             else:
-                result = result + (F.linear(h, lora_B) * scaling).to(result.dtype)
+                # The GEMM's output is fresh and not kept for backward, so scaling it in place is safe.
+                update = F.linear(h, lora_B).mul_(scaling).to(result.dtype)
+                result = result.add_(update) if owned else result + update
+            owned = True  # from here on `result` is a tensor this forward created
         return result
 
     def _dora_update(
