@@ -34,7 +34,7 @@ def preflight(params: FinetuneParams) -> None:
     """Every check that can fail without loading a model or data runs here, first."""
     from flows.metrics import check_metrics
 
-    check_metrics(params.eval.metrics)
+    check_metrics(params.eval.metrics, params.model.task)
     for name in ("train_file", "test_file"):
         path = getattr(params.data, name)
         if path is not None and not os.path.isfile(path):
@@ -64,6 +64,8 @@ def train_task(params: FinetuneParams, data: TokenizedData, run_dir: str, run_id
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(params: FinetuneParams, data: TokenizedData, adapter_dir: str | None) -> EvalResult:
+    if adapter_dir is None:  # the untrained baseline: fresh adapter, untrained head
+        return evaluate_step.evaluate_untrained(params, data)
     return evaluate_step.evaluate(params, data, adapter_dir)
 
 
@@ -72,7 +74,7 @@ def publish_task(params: FinetuneParams, adapter_dir: str, metrics: dict[str, fl
     return publish_step.publish(params, adapter_dir, metrics, fingerprint)
 
 
-@flow(name="finetune", log_prints=True)
+@flow(name="finetune")
 def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
     """Fine-tune a base model with a PEFT adapter; returns the MLflow run id, metrics and paths.
 

@@ -11,35 +11,45 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 
-def _atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Write through a temp file in the same directory, then rename over `path`.
+def atomic_write_files(writers: dict[str, Callable[[str], None]]) -> None:
+    """Write several files as one unit: each to a flushed temp file beside it, then rename them all.
 
-    A crash or error mid-write leaves any previous file at `path` untouched.
+    `writers` maps each final path to a function writing that file's content to a given temp path.
+    Renames start only once every file is fully written, so a failure while writing (disk full, a
+    serialisation error) leaves every previous file untouched and no temp file behind; an adapter's
+    weights and config can never end up from two different saves.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
+    staged: list[tuple[str, str]] = []
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        for path, write in writers.items():
+            directory = os.path.dirname(os.path.abspath(path))
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+            os.close(fd)
+            staged.append((tmp, path))
+            write(tmp)
+            with open(tmp, "rb") as fh:  # on disk before the rename, so a crash cannot leave an empty file
+                os.fsync(fh.fileno())
+        for tmp, path in staged:
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         raise
 
 
-def atomic_write_text(path: str, text: str) -> None:
+def text_writer(text: str) -> Callable[[str], None]:
+    """A writer for `atomic_write_files` that writes `text` as UTF-8."""
+
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
 
-    _atomic_write(path, write)
+    return write
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str) -> None:
-    """Save tensors as safetensors with metadata `{"format": "pt"}`, atomically.
+def safetensors_writer(tensors: dict[str, torch.Tensor]) -> Callable[[str], None]:
+    """A writer for `atomic_write_files` saving `tensors` as safetensors with metadata `{"format": "pt"}`.
 
     Tensors are made contiguous and detached; tensors sharing storage are cloned (safetensors refuses
     shared storage, and an adapter file must be self-contained).
@@ -50,12 +60,23 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str) -> None
         t = tensor.detach()
         if t.device.type == "meta":
             raise ValueError(f"cannot save tensor {key!r}: it is on the meta device (no data)")
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset())
+        ident = (t.untyped_storage().data_ptr(), int(t.storage_offset()))
         if ident in seen or not t.is_contiguous():
             t = t.clone(memory_format=torch.contiguous_format)
-        seen.add((t.untyped_storage().data_ptr(), t.storage_offset()))
+        seen.add((t.untyped_storage().data_ptr(), int(t.storage_offset())))
         clean[key] = t.cpu() if t.device.type != "cpu" else t
-    _atomic_write(path, lambda tmp: save_file(clean, tmp, metadata={"format": "pt"}))
+    # `save_file` is looked up at call time so tests can simulate a failing disk.
+    return lambda tmp: save_file(clean, tmp, metadata={"format": "pt"})
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write `text` to `path` through a temp file; a failure leaves any previous file untouched."""
+    atomic_write_files({path: text_writer(text)})
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str) -> None:
+    """Save tensors to `path` as safetensors through a temp file (see `safetensors_writer`)."""
+    atomic_write_files({path: safetensors_writer(tensors)})
 
 
 def load_safetensors(path: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

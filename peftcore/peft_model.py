@@ -24,9 +24,9 @@ from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
 from peftcore.config import PeftConfig
-from peftcore.constants import SAFETENSORS_WEIGHTS_NAME
+from peftcore.constants import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 from peftcore.hub import push_folder_to_hub, write_model_card
-from peftcore.io import atomic_save_safetensors
+from peftcore.io import atomic_write_files, safetensors_writer, text_writer
 from peftcore.serialization import (
     adapter_key_map,
     get_peft_model_state_dict,
@@ -269,8 +269,13 @@ class PeftModel(nn.Module):
             if config.base_model_name_or_path is None:
                 config.base_model_name_or_path = self._base_name_or_path()
             config.inference_mode = True
-            atomic_save_safetensors(tensors, os.path.join(out_dir, SAFETENSORS_WEIGHTS_NAME))
-            config.save_pretrained(out_dir)
+            # Weights and config are committed together: a failure leaves the previous pair intact.
+            atomic_write_files(
+                {
+                    os.path.join(out_dir, SAFETENSORS_WEIGHTS_NAME): safetensors_writer(tensors),
+                    os.path.join(out_dir, CONFIG_NAME): text_writer(config.to_json_string()),
+                }
+            )
             write_model_card(out_dir, config.base_model_name_or_path)
 
     def _base_name_or_path(self) -> str | None:
@@ -332,11 +337,15 @@ class PeftModel(nn.Module):
         config = copy.deepcopy(config)
         config.inference_mode = not is_trainable
         target = cls if cls is not PeftModel else peft_class_for_task(config.task_type)
+        # Wrapping freezes every base parameter; a failed load must give the flags back as well.
+        requires_grad = [(p, p.requires_grad) for p in model.parameters()]
         peft_model = target(model, config, adapter_name, autocast_adapter_dtype)
         try:
             peft_model._load_weights(weights, adapter_name)
         except Exception:
             peft_model.base_model.unload()
+            for param, flag in requires_grad:
+                param.requires_grad_(flag)
             raise
         if not is_trainable:
             peft_model.eval()

@@ -117,8 +117,9 @@ def set_peft_model_state_dict(
             if disk_key in mapping:
                 target = params[mapping[disk_key]]
                 if target.device.type == "meta":
-                    # Materialise a parameter created on the meta device from the file's data.
-                    target.data = tensor.to(dtype=target.dtype)
+                    # Materialise a parameter created on the meta device from the file's data. `.data`
+                    # cannot move a tensor off meta, so the Parameter itself is replaced in its parent.
+                    _replace_parameter(model, mapping[disk_key], tensor.to(dtype=target.dtype), target)
                 else:
                     target.copy_(tensor.to(device=target.device, dtype=target.dtype))
     return missing
@@ -146,6 +147,16 @@ def _hf_peft_extras(
             inner = (f"{prefix}original_module.", f"{prefix}modules_to_save.")
             drop.update(k for k in disk_keys if k.startswith(inner))
     return load, drop
+
+
+def _replace_parameter(model: nn.Module, key: str, data: torch.Tensor, old: nn.Parameter) -> None:
+    parent_name, _, leaf = key.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    param = nn.Parameter(data, requires_grad=old.requires_grad)
+    if isinstance(parent, nn.ParameterDict):
+        parent[leaf] = param
+    else:
+        setattr(parent, leaf, param)
 
 
 def load_peft_weights(

@@ -18,6 +18,7 @@ review contains. Test therefore measures generalisation to new wording, not reca
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -333,10 +334,14 @@ def write(out_dir: Path = OUT_DIR, seed: int = SEED) -> dict[str, list[dict[str,
     return splits
 
 
-def main() -> None:
-    splits = write()
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the quickstart sentiment dataset.")
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help=f"default: {OUT_DIR}")
+    args = parser.parse_args(argv)
+    splits = write(args.out_dir)
     for split, rows in splits.items():
-        print(f"{split}: {len(rows)} rows -> {OUT_DIR / (split + '.jsonl')}")
+        c = Counter(r["label"] for r in rows)
+        print(f"{split}: {len(rows)} rows ({c['positive']} positive) -> {args.out_dir / (split + '.jsonl')}")
 
 
 if __name__ == "__main__":

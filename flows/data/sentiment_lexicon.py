@@ -55,7 +55,7 @@ ADJ = {
     ),
     ("pos", "mild"): (
         "solid", "decent", "pretty good", "nice", "pleasant", "enjoyable", "good", "well done",
-        "better than expected", "a nice surprise", "reliable", "charming",
+        "better than expected", "a nice surprise", "lovely", "satisfying",
     ),
     ("neg", "strong"): (
         "awful", "terrible", "dreadful", "atrocious", "abysmal", "horrendous", "a joke", "a disaster",
@@ -129,7 +129,7 @@ EXPECTATION = {
         "I went in with low expectations, and {whole}", "I almost didn't bother, and I'm so glad I did: {whole}",
         "I was sceptical at first, but {whole}", "I'd heard mixed things, but {whole}",
         "I was ready to hate it, but {whole}", "I really didn't want to like it, but {whole}",
-        "my friends had to drag me along, and {whole}",
+        "a colleague talked me into it, and {whole}",
     ),
     "neg": (
         "I had such high hopes, but {whole}", "everyone raved about it, so I really don't get it: {whole}",

@@ -189,7 +189,7 @@ def _as_inputs(
     return [i for row in predictions for i in row], [i for row in references for i in row]
 
 
-def _flatten(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def _flatten(result: dict[Any, Any], prefix: str = "") -> dict[str, float]:
     flat: dict[str, float] = {}
     for key, value in result.items():
         name = f"{prefix}{key}"
@@ -198,7 +198,7 @@ def _flatten(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
         if isinstance(value, dict):
             flat.update(_flatten(value, f"{name}_"))
         elif isinstance(value, list | tuple):
-            flat.update(_flatten(dict(enumerate(value)), f"{name}_"))
+            flat.update(_flatten({str(i): v for i, v in enumerate(value)}, f"{name}_"))
         elif isinstance(value, int | float):  # bool is an int: True -> 1.0
             flat[name] = float(value)
     return flat

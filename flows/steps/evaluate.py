@@ -76,8 +76,8 @@ def score(params: FinetuneParams, data: TokenizedData, model: Any) -> EvalResult
     return EvalResult(metrics=metrics, predictions=sample)
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _batches(dataset: Any, size: int) -> Any:

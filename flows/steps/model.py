@@ -153,7 +153,13 @@ def load_base_model(params: FinetuneParams, label_names: list[str] | None, devic
         kwargs["id2label"] = dict(enumerate(label_names))
         kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
     auto = getattr(transformers, _AUTO_CLASSES[m.task])
-    model = auto.from_pretrained(resolve_model_path(m), dtype=model_dtype(params), **kwargs)
+    # The load report lists the new classification head as "missing" on every load: expected, so quiet.
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model = auto.from_pretrained(resolve_model_path(m), dtype=model_dtype(params), **kwargs)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     return model.to(device) if device is not None else model
 
 

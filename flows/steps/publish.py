@@ -108,7 +108,9 @@ def publish(
         write_model_card(staged, base, tags=card_extra.pop("tags"), extra=card_extra)
         _append_results(os.path.join(staged, "README.md"), metrics, fingerprint)
         with_retries(
-            lambda: api.create_repo(repo_id, private=params.publish.private, exist_ok=True, repo_type="model"),
+            lambda: api.create_repo(
+                repo_id, private=params.publish.private, exist_ok=True, repo_type="model"
+            ),
             attempts=attempts,
             base_delay_s=base_delay_s,
             max_delay_s=max_delay_s,
@@ -116,7 +118,10 @@ def publish(
         )
         info = with_retries(
             lambda: api.upload_folder(
-                repo_id=repo_id, folder_path=staged, commit_message=params.publish.commit_message, repo_type="model"
+                repo_id=repo_id,
+                folder_path=staged,
+                commit_message=params.publish.commit_message,
+                repo_type="model",
             ),
             attempts=attempts,
             base_delay_s=base_delay_s,
@@ -129,4 +134,6 @@ def publish(
 def _append_results(card_path: str, metrics: dict[str, float], fingerprint: str) -> None:
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
     with open(card_path, "a", encoding="utf-8") as fh:
-        fh.write(f"\n## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n\nDataset fingerprint: `{fingerprint}`\n")
+        fh.write(
+            f"\n## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n\nDataset fingerprint: `{fingerprint}`\n"
+        )

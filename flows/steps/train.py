@@ -53,22 +53,17 @@ def data_collator(task: str, tokenizer: Any, model: Any) -> Any:
     return DataCollatorForSeq2Seq(tokenizer, model=model if task == "seq2seq_lm" else None, label_pad_token_id=-100)
 
 
-def classification_metrics(params: FinetuneParams) -> Callable[[Any], dict[str, float]] | None:
-    """Per-evaluation metrics (eval_<name>) for classification; generative tasks log eval_loss only."""
+def classification_metrics(params: FinetuneParams, label_names: list[str] | None) -> Callable[[Any], dict[str, float]] | None:
+    """Per-evaluation metrics (eval_<name>) for sequence classification, computed exactly as the final
+    evaluation computes them; other tasks log eval_loss during training."""
     if params.model.task != "seq_cls":
         return None
-    from flows.metrics import load_metric
-
-    metrics = [load_metric(name) for name in params.eval.metrics]
+    from flows.metrics import compute_metrics
 
     def compute(pred: Any) -> dict[str, float]:
-        predictions = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-        ids = predictions.argmax(-1)
-        out: dict[str, float] = {}
-        for metric in metrics:
-            result = metric.compute(predictions=ids, references=pred.label_ids)
-            out.update({k: float(v) for k, v in (result or {}).items() if isinstance(v, int | float)})
-        return out
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        ids = logits.argmax(-1).tolist()
+        return compute_metrics(params.eval.metrics, "seq_cls", ids, pred.label_ids.tolist(), label_names)
 
     return compute
 
@@ -107,7 +102,7 @@ def train(params: FinetuneParams, data: TokenizedData, run_dir: str, on_log: Log
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
@@ -134,7 +129,7 @@ def train(params: FinetuneParams, data: TokenizedData, run_dir: str, on_log: Log
         train_dataset=splits["train"],
         eval_dataset=splits["test"] if evaluating else None,
         data_collator=data_collator(params.model.task, tokenizer, model),
-        compute_metrics=classification_metrics(params) if evaluating else None,
+        compute_metrics=classification_metrics(params, data.label_names) if evaluating else None,
         callbacks=callbacks,
     )
     if device == "cuda":

@@ -37,8 +37,8 @@ ATOL = 1e-6
 # the fused form rounds once where peft rounds twice (≈1 ulp per layer), so those cases get 1e-5.
 ROUNDING_ATOL = 1e-5
 
-# Module names per architecture: default targets' first entry, an embedding, a layer-list name,
-# a head to train in full, and every layer that has a bias the adapter may train.
+# Module names per architecture: two attention/MLP targets, the input embedding, the layer list's
+# name (for layers_pattern), and a module to train in full.
 NAMES: dict[str, dict[str, Any]] = {
     "llama": {"q": "q_proj", "v": "v_proj", "emb": "embed_tokens", "layers": "layers", "head": "lm_head"},
     "gpt2": {"q": "c_attn", "v": "c_fc", "emb": "wte", "layers": "h", "head": "lm_head"},
@@ -121,11 +121,6 @@ def file_shapes(directory: str | Path) -> dict[str, tuple[int, ...]]:
         return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
 
 
-def file_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
-    with safe_open(os.path.join(directory, "adapter_model.safetensors"), "pt") as fh:
-        return {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Any:
     # Tiny matmuls: thread hand-off costs more than the math (10x slower on a busy 2-core runner).
@@ -163,13 +158,14 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Case
             base = tiny.build(arch)
             kw = lora_kwargs(arch, option)
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # peft warns about tied layers and dropout on embeddings
+                # peft warns about tied layers and that it saves targeted embeddings' base weights.
+                warnings.simplefilter("ignore")
                 pc_model = peftcore.get_peft_model(copy.deepcopy(base), peftcore.LoraConfig(**kw))
                 hf_model = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(**kw))
-            perturb(pc_model, 1)
-            perturb(hf_model, 2)
-            pc_model.save_pretrained(root / "pc")
-            hf_model.save_pretrained(root / "hf")
+                perturb(pc_model, 1)
+                perturb(hf_model, 2)
+                pc_model.save_pretrained(root / "pc")
+                hf_model.save_pretrained(root / "hf")
             cache[arch, option] = Case(
                 arch, option, base, pc_model, hf_model, root / "pc", root / "hf",
                 logits(pc_model, arch), logits(hf_model, arch),
@@ -179,14 +175,14 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Case
     return get
 
 
-def hf_load(case: Case, directory: Path, **kw: Any) -> Any:
+def hf_load(case: Case, directory: Path) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return peft.PeftModel.from_pretrained(case.fresh(), directory, **kw)
+        return peft.PeftModel.from_pretrained(case.fresh(), directory)
 
 
-def pc_load(case: Case, directory: Path, **kw: Any) -> Any:
-    return peftcore.PeftModel.from_pretrained(case.fresh(), directory, **kw)
+def pc_load(case: Case, directory: Path) -> Any:
+    return peftcore.PeftModel.from_pretrained(case.fresh(), directory)
 
 
 # -- per arch × option --------------------------------------------------------------------------------
@@ -209,7 +205,13 @@ def test_peftcore_adapter_gives_same_outputs_in_peft(
     cases: Callable[[str, str], Case], arch: str, option: str
 ) -> None:
     case = cases(arch, option)
-    loaded = hf_load(case, case.pc_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = peft.PeftModel.from_pretrained(case.fresh(), case.pc_dir)
+    # peft loads peftcore's files silently, except for its own note on tied embeddings / heads, which
+    # it gives for its own adapters too (these cases adapt or save a layer tied to the embedding).
+    from_peft = {str(w.message) for w in caught if f"{os.sep}peft{os.sep}" in w.filename}
+    assert all(m.startswith("Model has `tie_word_embeddings=True`") for m in from_peft), from_peft
     # Not the base model's output: the perturbed adapter changes the logits.
     assert not torch.allclose(case.pc_logits, logits(case.fresh(), arch), atol=1e-3)
     torch.testing.assert_close(logits(loaded, arch), case.pc_logits, atol=atol_for(option), rtol=0)
@@ -229,11 +231,18 @@ def test_peft_adapter_gives_same_outputs_in_peftcore(
 
 
 @pytest.mark.parametrize(("arch", "option"), CASES, ids=CASE_IDS)
-def test_merge_and_unload_gives_same_weights(cases: Callable[[str, str], Case], arch: str, option: str) -> None:
+def test_merge_and_unload_gives_same_weights(
+    cases: Callable[[str, str], Case], arch: str, option: str
+) -> None:
     case = cases(arch, option)
-    pc_merged = pc_load(case, case.hf_dir).merge_and_unload()
-    hf_merged = hf_load(case, case.hf_dir).merge_and_unload()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # both say when a trained head copy unties the embeddings
+        pc_merged = pc_load(case, case.hf_dir).merge_and_unload()
+        hf_merged = hf_load(case, case.hf_dir).merge_and_unload()
     assert type(pc_merged) is type(case.base)
+    # A merged trained copy of a tied lm_head is untied, and both record it in the config.
+    tied = [getattr(m.config, "tie_word_embeddings", None) for m in (pc_merged, hf_merged)]
+    assert tied[0] == tied[1]
     pc_state, hf_state = pc_merged.state_dict(), hf_merged.state_dict()
     assert pc_state.keys() == hf_state.keys()
     for key in pc_state:
@@ -256,8 +265,211 @@ def test_configs_load_in_the_other_library(cases: Callable[[str, str], Case], ar
         warnings.simplefilter("error")
         pc_config = peftcore.PeftConfig.from_pretrained(case.hf_dir)
     assert isinstance(pc_config, peftcore.LoraConfig)
-    for field in ("r", "lora_alpha", "use_rslora", "use_dora", "bias", "rank_pattern", "alpha_pattern"):
+    fields = ("r", "lora_alpha", "use_rslora", "use_dora", "bias", "rank_pattern", "alpha_pattern")
+    for field in (*fields, "fan_in_fan_out", "layers_to_transform", "layers_pattern"):
         assert getattr(pc_config, field) == getattr(hf_config, field), field
+    # Both write the targets as resolved (defaults and "all-linear" expanded) or as the regex given.
+    pc_targets, hf_targets = case.pc_model.peft_config["default"].target_modules, hf_config.target_modules
+    assert (pc_targets if isinstance(pc_targets, str) else set(pc_targets)) == (
+        hf_targets if isinstance(hf_targets, str) else set(hf_targets)
+    )
     assert set(case.pc_model.peft_config["default"].modules_to_save or []) == set(
         case.hf_model.peft_config["default"].modules_to_save or []
     )
+
+
+# -- multiple adapters --------------------------------------------------------------------------------
+def two_adapter_outputs(model: Any, arch: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in ("default", "other"):
+        model.set_adapter(name)
+        out[name] = logits(model, arch)
+    return out
+
+
+def add_two_adapters(lib: Any, arch: str) -> Any:
+    """`default` (plain LoRA) plus `other` (rsLoRA, rank 4), each perturbed while it is active."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GPT-2: both switch fan_in_fan_out on for Conv1D and say so
+        model = lib.get_peft_model(tiny.build(arch), lib.LoraConfig(**lora_kwargs(arch, "default")))
+        model.add_adapter("other", lib.LoraConfig(**lora_kwargs(arch, "rslora")))
+    for seed, name in enumerate(("default", "other")):
+        model.set_adapter(name)  # only the active adapter (and its head copy) requires grad
+        perturb(model, seed)
+    return model
+
+
+@pytest.mark.parametrize("arch", tiny.ARCHS)
+def test_two_adapters_round_trip_peftcore_to_peft(arch: str, tmp_path: Path) -> None:
+    pc = add_two_adapters(peftcore, arch)
+    pc.save_pretrained(tmp_path)
+    assert (tmp_path / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "other" / "adapter_model.safetensors").is_file()
+    expected = two_adapter_outputs(pc, arch)
+    assert not torch.allclose(expected["default"], expected["other"], atol=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = peft.PeftModel.from_pretrained(tiny.build(arch), tmp_path)
+        hf.load_adapter(tmp_path, adapter_name="other", subfolder="other")
+    for name, out in two_adapter_outputs(hf, arch).items():
+        torch.testing.assert_close(out, expected[name], atol=ATOL, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("arch", tiny.ARCHS)
+def test_two_adapters_round_trip_peft_to_peftcore(arch: str, tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = add_two_adapters(peft, arch)
+        hf.save_pretrained(tmp_path)
+    assert (tmp_path / "other" / "adapter_model.safetensors").is_file()
+    expected = two_adapter_outputs(hf, arch)
+    pc = peftcore.PeftModel.from_pretrained(tiny.build(arch), tmp_path)
+    pc.load_adapter(tmp_path, adapter_name="other", subfolder="other")
+    for name, out in two_adapter_outputs(pc, arch).items():
+        torch.testing.assert_close(out, expected[name], atol=ATOL, rtol=0, msg=name)
+
+
+# -- AutoPeftModel with a base model saved to a local directory ---------------------------------------
+AUTO = {
+    "CAUSAL_LM": ("AutoModelForCausalLM", "AutoPeftModelForCausalLM"),
+    "SEQ_2_SEQ_LM": ("AutoModelForSeq2SeqLM", "AutoPeftModelForSeq2SeqLM"),
+    "SEQ_CLS": ("AutoModelForSequenceClassification", "AutoPeftModelForSequenceClassification"),
+}
+
+
+@pytest.mark.parametrize("arch", tiny.ARCHS)
+def test_auto_peft_model_loads_the_other_librarys_adapter(arch: str, tmp_path: Path) -> None:
+    import transformers
+
+    auto_model, auto_peft = AUTO[tiny.TASK[arch]]
+    tiny.build(arch).save_pretrained(tmp_path / "base")
+    kw = lora_kwargs(arch, "modules_to_save")
+    outputs = {}
+    for lib in (peft, peftcore):
+        # Loaded from the directory, so the base's name_or_path (and the adapter config) is that path.
+        base = getattr(transformers, auto_model).from_pretrained(tmp_path / "base")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = lib.get_peft_model(base, lib.LoraConfig(**kw))
+        perturb(model, 3)
+        model.save_pretrained(tmp_path / lib.__name__)
+        outputs[lib.__name__] = logits(model, arch)
+        config = json.loads((tmp_path / lib.__name__ / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == str(tmp_path / "base")
+    pc_loaded = getattr(peftcore, auto_peft).from_pretrained(tmp_path / "peft")
+    torch.testing.assert_close(logits(pc_loaded, arch), outputs["peft"], atol=ATOL, rtol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_loaded = getattr(peft, auto_peft).from_pretrained(tmp_path / "peftcore")
+    torch.testing.assert_close(logits(hf_loaded, arch), outputs["peftcore"], atol=ATOL, rtol=0)
+
+
+# -- precise tests of deliberate differences and of peft-only file content ----------------------------
+def test_peft_embedding_base_weight_in_the_file_is_loaded(tmp_path: Path) -> None:
+    """peft saves a targeted `embed_tokens`' full base weight (for resized vocabularies); peftcore
+    loads it into the base layer as peft does, instead of silently keeping the fresh base's rows."""
+    base = tiny.build("llama")
+    trained_base = copy.deepcopy(base)
+    with torch.no_grad():  # stands in for a vocabulary resized or edited before training
+        trained_base.model.embed_tokens.weight.add_(0.5)
+    kw = lora_kwargs("llama", "embedding")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = peft.get_peft_model(trained_base, peft.LoraConfig(**kw))
+        perturb(hf, 4)
+        hf.save_pretrained(tmp_path)
+    assert "base_model.model.model.embed_tokens.base_layer.weight" in file_shapes(tmp_path)
+    pc = peftcore.PeftModel.from_pretrained(base, tmp_path)
+    torch.testing.assert_close(logits(pc, "llama"), logits(hf, "llama"), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("alpha", "atol"), [(16, ATOL), (5, ROUNDING_ATOL)], ids=["scaling2", "scaling0.625"]
+)
+def test_lora_linear_matches_peft_up_to_fused_add_rounding(alpha: int, atol: float) -> None:
+    """The one numeric difference: peftcore's fused `addmm` vs peft's multiply-then-add (ROUNDING_ATOL)."""
+    base = nn.Sequential(nn.Linear(32, 48))
+    kw = {"target_modules": ["0"], "r": 8, "lora_alpha": alpha, "init_lora_weights": False}
+    pc = peftcore.get_peft_model(copy.deepcopy(base), peftcore.LoraConfig(**kw))
+    hf = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(**kw))
+    with torch.no_grad():
+        for ab in ("lora_A", "lora_B"):
+            getattr(hf.base_model.model[0], ab)["default"].weight.copy_(
+                getattr(pc.base_model.model[0], ab)["default"].weight
+            )
+    x = torch.randn(4, 7, 32) * 10
+    with torch.no_grad():
+        pc_out, hf_out = pc(x), hf(x)
+        assert not torch.allclose(pc_out, base(x), atol=1e-3)
+    torch.testing.assert_close(pc_out, hf_out, atol=atol, rtol=0)
+
+
+def test_modules_to_save_matching_needs_a_dot_boundary_unlike_peft(tmp_path: Path) -> None:
+    """peft matches modules_to_save with a plain `endswith` ("head" wraps `lm_head`); peftcore needs a
+    name or dotted suffix. Real heads (`lm_head`, `classifier`, `score`, `qa_outputs`, `pooler`) match
+    the same way in both (see the modules_to_save cases above); a bare suffix does not, and peftcore
+    then reports the peft file's head tensor as ignored rather than dropping it silently."""
+    kw = {**lora_kwargs("llama", "default"), "modules_to_save": ["head"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = peft.get_peft_model(tiny.build("llama"), peft.LoraConfig(**kw))
+        hf.save_pretrained(tmp_path)
+    assert "base_model.model.lm_head.weight" in file_shapes(tmp_path)
+    pc = peftcore.get_peft_model(tiny.build("llama"), peftcore.LoraConfig(**kw))
+    assert not [n for n, _ in pc.named_modules() if n.endswith("modules_to_save")]
+    with pytest.warns(UserWarning, match=r"1 adapter tensors match no module.*lm_head\.weight"):
+        peftcore.PeftModel.from_pretrained(tiny.build("llama"), tmp_path)
+
+
+def test_target_that_is_also_a_saved_head_is_refused_unlike_peft(tmp_path: Path) -> None:
+    """peft silently leaves a target out when it is in modules_to_save (here BERT's auto-added
+    `classifier`); peftcore refuses the contradiction, so such a peft file does not load in peftcore."""
+    kw = {**lora_kwargs("bert", "default"), "target_modules": ["query", "value", "classifier"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = peft.get_peft_model(tiny.build("bert"), peft.LoraConfig(**kw))
+        hf.save_pretrained(tmp_path)
+    assert "base_model.model.classifier.lora_A.weight" not in file_shapes(tmp_path)
+    with pytest.raises(ValueError, match="'classifier' is both a LoRA target and in modules_to_save"):
+        peftcore.PeftModel.from_pretrained(tiny.build("bert"), tmp_path)
+
+
+def test_peftcore_writes_only_peftcore_fields_and_peft_adds_its_own(
+    cases: Callable[[str, str], Case],
+) -> None:
+    """peftcore's adapter_config.json holds its own fields only (peft fills the rest with defaults);
+    every extra key peft writes is either a peftcore field or a known feature flag in its off state."""
+    case = cases("llama", "default")
+    pc_keys = set(json.loads((case.pc_dir / "adapter_config.json").read_text()))
+    hf_keys = set(json.loads((case.hf_dir / "adapter_config.json").read_text()))
+    assert pc_keys == {f.name for f in dataclasses.fields(peftcore.LoraConfig)}
+    assert pc_keys < hf_keys
+    lora = peftcore.LoraConfig
+    assert hf_keys - pc_keys <= set(lora.NEUTRAL_FOREIGN_FIELDS) | set(lora.INERT_FOREIGN_FIELDS)
+
+
+@pytest.mark.parametrize(
+    ("arch", "model_class", "task"),
+    [
+        ("gpt2", "GPT2ForSequenceClassification", "SEQ_CLS"),
+        ("llama", "LlamaForSequenceClassification", "SEQ_CLS"),
+        ("bert", "BertForTokenClassification", "TOKEN_CLS"),
+        ("bert", "BertForQuestionAnswering", "QUESTION_ANS"),
+        ("opt", "OPTForQuestionAnswering", "QUESTION_ANS"),
+    ],
+)
+def test_task_heads_are_saved_the_same_way(arch: str, model_class: str, task: str) -> None:
+    """The heads each task adds to modules_to_save (`score`, `classifier`, `qa_outputs`) are wrapped
+    identically despite peft's plain-`endswith` matching vs peftcore's dotted-suffix matching."""
+    import transformers
+
+    torch.manual_seed(0)
+    base = getattr(transformers, model_class)(tiny.build(arch).config).eval()
+    kw = {"task_type": task, "init_lora_weights": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models = [lib.get_peft_model(copy.deepcopy(base), lib.LoraConfig(**kw)) for lib in (peftcore, peft)]
+    wrapped = [{n for n, _ in m.named_modules() if n.endswith(".modules_to_save")} for m in models]
+    assert wrapped[0] == wrapped[1]
+    assert len(wrapped[0]) == 1
+    assert models[0].get_nb_trainable_parameters() == models[1].get_nb_trainable_parameters()

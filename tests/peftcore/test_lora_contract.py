@@ -116,7 +116,7 @@ CASES = [
         lambda a, n, m: re.fullmatch(REGEX_TARGET, n) is not None,
     ),
     Case("rslora", lambda a, b: {"use_rslora": True, "r": 4, "lora_alpha": 16}, _is_default),
-    Case("dora", lambda a, b: {"use_dora": True}, _is_default),
+    Case("dora", lambda a, b: {"use_dora": True, "lora_alpha": 16}, _is_default),
     Case("bias_lora_only", lambda a, b: {"bias": "lora_only"}, _is_default),
     Case("bias_all", lambda a, b: {"bias": "all"}, _is_default),
     Case("gaussian", lambda a, b: {"init_lora_weights": "gaussian"}, _is_default),
@@ -138,7 +138,7 @@ CASES = [
     Case("modules_to_save", _modules_to_save, _is_default),
     Case(
         "embedding",
-        lambda a, b: {"target_modules": [EMBEDDING[a]]},
+        lambda a, b: {"target_modules": [EMBEDDING[a]], "lora_alpha": 16},  # scaling 2, not 1
         lambda a, n, m: n.rsplit(".", 1)[-1] == EMBEDDING[a],
         untie=True,
     ),
@@ -165,7 +165,7 @@ def untie(model: nn.Module) -> nn.Module:
 def build_base(arch: str, case: Case) -> nn.Module:
     """A tiny model with a Hub-style name (so the model card gets `base_model`)."""
     model = tiny.build(arch)
-    model.config._name_or_path = f"tiny-random/{arch}"
+    model.name_or_path = model.config._name_or_path = f"tiny-random/{arch}"  # as from_pretrained sets both
     return untie(model) if case.untie else model
 
 
@@ -202,19 +202,27 @@ def lora_layers(model: nn.Module) -> dict[str, LoraLayer]:
 
 
 def expected_trainable(pm: PeftModel, config: LoraConfig) -> set[str]:
-    names = set()
-    for n, _ in pm.named_parameters():
-        leaf_container = any(f".{c}." in n or n.endswith(f".{c}") for c in _LORA_CONTAINERS)
-        if leaf_container or ".modules_to_save." in n:
-            names.add(n)
-        elif config.bias == "all" and n.endswith("bias") and ".original_module." not in n:
-            names.add(n)
-        elif config.bias == "lora_only" and n.endswith(".base_layer.bias"):
-            names.add(n)
-    return names
+    """LoRA tensors, modules_to_save copies, and the biases the config's `bias` names."""
+
+    def trains(n: str) -> bool:
+        if any(f".{c}." in n or n.endswith(f".{c}") for c in _LORA_CONTAINERS) or ".modules_to_save." in n:
+            return True
+        if config.bias == "all":
+            return n.endswith("bias") and ".original_module." not in n
+        return config.bias == "lora_only" and n.endswith(".base_layer.bias")
+
+    return {n for n, _ in pm.named_parameters() if trains(n)}
 
 
 _LORA_CONTAINERS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
+
+
+def expected_saved_modules(case_id: str, arch: str) -> set[str]:
+    """Modules trained in full: BERT's classifier always (SEQ_CLS), plus what the case names."""
+    names = {"classifier"} if arch == "bert" else set()
+    if case_id == "modules_to_save":
+        names.add("bert.pooler" if arch == "bert" else "lm_head")
+    return names
 
 
 def all_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -234,6 +242,8 @@ def test_identity_at_init_targets_and_trainable(case_id: str, arch: str) -> None
     expected = {n for n, m in reference.named_modules() if n and case.is_target(arch, n, m)}
     assert expected, "the case must adapt something"
     assert set(lora_layers(pm.get_base_model())) == expected
+    saved = {n for n, m in pm.get_base_model().named_modules() if isinstance(m, ModulesToSaveWrapper)}
+    assert saved == expected_saved_modules(case_id, arch)
 
     trainable = {n for n, p in pm.named_parameters() if p.requires_grad}
     assert trainable == expected_trainable(pm, config)
@@ -382,8 +392,13 @@ def assert_config_file(path: Path) -> dict[str, Any]:
 @pytest.mark.parametrize(("case_id", "arch"), MATRIX)
 def test_save_load_round_trip(case_id: str, arch: str, tmp_path: Path) -> None:
     case = CASE_BY_ID[case_id]
-    _, pm, config = wrap(case_id, arch, init_lora_weights=False)
+    reference, pm, _ = wrap(case_id, arch, init_lora_weights=False)
+    with torch.no_grad():  # as if trained: biases and modules_to_save copies differ from the base too
+        for p in pm.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
     expected = out(pm, arch)
+    assert_changed(expected, out(reference, arch))
     pm.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "README.md",
@@ -396,7 +411,7 @@ def test_save_load_round_trip(case_id: str, arch: str, tmp_path: Path) -> None:
     assert saved["base_model_name_or_path"] == f"tiny-random/{arch}"
     assert saved["init_lora_weights"] is False
     if case_id in ("rslora", "dora", "bias_all", "bias_lora_only", "rank_alpha_pattern", "layers"):
-        for key, value in case.kwargs(arch, reference_base(arch, case)).items():
+        for key, value in case.kwargs(arch, reference).items():
             assert saved[key] == value, key
     assert not pm.peft_config["default"].inference_mode, "saving must not flip the live config"
 
@@ -409,10 +424,6 @@ def test_save_load_round_trip(case_id: str, arch: str, tmp_path: Path) -> None:
 
     for key, tensor in get_peft_model_state_dict(loaded).items():
         assert torch.equal(tensor, on_disk[key]), key
-
-
-def reference_base(arch: str, case: Case) -> nn.Module:
-    return build_base(arch, case)
 
 
 @pytest.mark.parametrize("arch", tiny.ARCHS)
@@ -547,7 +558,9 @@ def test_conv2d_in_transformers_resnet() -> None:
         pm = get_peft_model(build(), LoraConfig(target_modules=r".*convolution", r=2))
         assert sum(isinstance(m, LoraLayer) for m in pm.modules()) > 3
         torch.testing.assert_close(pm(pixel_values=x).last_hidden_state, base_out, **TIGHT)
-        pm = get_peft_model(build(), LoraConfig(target_modules=r".*convolution", r=2, init_lora_weights=False))
+        pm = get_peft_model(
+            build(), LoraConfig(target_modules=r".*convolution", r=2, init_lora_weights=False)
+        )
         lora_out = pm(pixel_values=x).last_hidden_state
         assert_changed(lora_out, base_out)
         merged = pm.merge_and_unload()

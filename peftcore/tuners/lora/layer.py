@@ -231,18 +231,41 @@ class Linear(LoraLayer):
         return original.t() if self.fan_in_fan_out else original
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        result = self.base_layer(x, *args, **kwargs)
+        # Before the base forward: disabling adapters on a merged layer unmerges them first.
         if self._skip_adapters():
-            return result
-        # Updating `result` in place saves a copy of the whole output per adapter. Safe only when this
-        # layer owns the tensor: a plain nn.Linear's backward does not keep its output, and with no
-        # forward hook nobody else holds a reference that would see it change.
-        owned = type(self.base_layer) is nn.Linear and not (
-            self.base_layer._forward_hooks or nn.modules.module._global_forward_hooks
-        )
-        for name in self.active_adapters:
-            if name in self.merged_adapters:
-                continue
+            return self.base_layer(x, *args, **kwargs)
+        active = [n for n in self.active_adapters if n not in self.merged_adapters]
+        if not active:
+            return self.base_layer(x, *args, **kwargs)
+        if args or kwargs or x.dim() < 2 or not x.is_contiguous() or not self._owns_base_output():
+            return self._add_updates(x, self.base_layer(x, *args, **kwargs), active, owned=False)
+        # Fast path: run on the rows as one 2-D matrix, so the base output is a fresh 2-D tensor this
+        # layer owns and every adapter update lands in it in place (one fused GEMM each, no copy of the
+        # output). An in-place update on a reshaped view would instead cost autograd a full copy.
+        rows = x.reshape(-1, x.shape[-1])
+        out = self._add_updates(rows, self.base_layer(rows), active, owned=True)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    def _owns_base_output(self) -> bool:
+        """True when updating the base output in place is invisible to everyone else.
+
+        A plain nn.Linear keeps only its input and weight for backward, never its output; and with no
+        hooks on it (its own or global ones), nothing else sees its input or holds its output.
+        """
+        base = self.base_layer
+        if type(base) is not nn.Linear:
+            return False
+        own = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+        if any(getattr(base, attr, None) for attr in own):
+            return False
+        module = nn.modules.module
+        return not any(getattr(module, f"_global{attr}", None) for attr in own)
+
+    def _add_updates(
+        self, x: torch.Tensor, result: torch.Tensor, active: list[str], owned: bool
+    ) -> torch.Tensor:
+        """`result` plus each active adapter's update; in place once `result` is a tensor we own."""
+        for name in active:
             lora_A = self.lora_A[name].weight
             lora_B = self.lora_B[name].weight
             scaling = self.scaling[name]
@@ -250,21 +273,20 @@ class Linear(LoraLayer):
             xa = self.lora_dropout[name](xa)
             if name in self.lora_magnitude_vector:
                 result = result + self._dora_update(name, x, xa, result).to(result.dtype)
-                owned = True
-                continue
-            h = F.linear(xa, lora_A)
-            if result.dtype == lora_B.dtype:
+            elif result.dtype == lora_B.dtype:
                 # One GEMM computes result + s·(h Bᵀ): no separate scale or add over the output.
-                flat, h2 = result.reshape(-1, self.out_features), h.reshape(-1, h.shape[-1])
-                if owned and flat.is_contiguous():
-                    flat.addmm_(h2, lora_B.t(), alpha=scaling)
+                h = F.linear(xa, lora_A)
+                if owned and result.dim() == 2:
+                    result.addmm_(h, lora_B.t(), alpha=scaling)
                 else:
-                    result = torch.addmm(flat, h2, lora_B.t(), alpha=scaling).view(result.shape)
+                    flat = result.reshape(-1, self.out_features)
+                    flat = torch.addmm(flat, h.reshape(-1, h.shape[-1]), lora_B.t(), alpha=scaling)
+                    result = flat.view(result.shape)
             else:
-                # The GEMM's output is fresh and not kept for backward, so scaling it in place is safe.
-                update = F.linear(h, lora_B).mul_(scaling).to(result.dtype)
+                # The GEMM's output is fresh and not kept for backward: scaling it in place is safe.
+                update = F.linear(F.linear(xa, lora_A), lora_B).mul_(scaling).to(result.dtype)
                 result = result.add_(update) if owned else result + update
-            owned = True  # from here on `result` is a tensor this forward created
+            owned = True  # from here on `result` was created by this forward
         return result
 
     def _dora_update(

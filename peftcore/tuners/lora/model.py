@@ -93,10 +93,10 @@ class LoraModel(nn.Module):
             module = modules[name]
             if isinstance(module, LoraLayer):
                 layer = module
-                used_fan_in_fan_out.add(getattr(layer, "fan_in_fan_out", config.fan_in_fan_out))
             else:
-                layer, fan_in_fan_out = make_lora_layer(module, config.fan_in_fan_out, name)
-                used_fan_in_fan_out.add(fan_in_fan_out)
+                layer, _ = make_lora_layer(module, config.fan_in_fan_out, name)
+            if hasattr(layer, "fan_in_fan_out"):  # Linear / Conv1D only: embeddings have no layout
+                used_fan_in_fan_out.add(layer.fan_in_fan_out)
             if config.use_dora and not hasattr(layer, "lora_magnitude_vector"):
                 raise ValueError(
                     f"use_dora=True is not supported on {type(layer.base_layer).__name__} ({name}); "
@@ -233,7 +233,26 @@ class LoraModel(nn.Module):
         for name, wrapper in list(self.saved_modules()):
             keep = wrapper.active_module if merge else wrapper.original_module
             replace_module(self.model, name, keep)
+        if merge:
+            self._record_untied_embeddings()
         return self.model
+
+    def _record_untied_embeddings(self) -> None:
+        """A trained copy of a tied head or embedding (modules_to_save) unties it: say so in the
+        config, so a saved merged model is not re-tied to the other side's weights on reload."""
+        config = getattr(self.model, "config", None)
+        get_in = getattr(self.model, "get_input_embeddings", None)
+        get_out = getattr(self.model, "get_output_embeddings", None)
+        if not getattr(config, "tie_word_embeddings", False) or not callable(get_in) or not callable(get_out):
+            return
+        emb_in, emb_out = get_in(), get_out()
+        if emb_in is not None and emb_out is not None and emb_in.weight is not emb_out.weight:
+            warnings.warn(
+                "the merged model's input and output embeddings are no longer tied (one of them was "
+                "trained in full); setting config.tie_word_embeddings=False",
+                stacklevel=4,
+            )
+            config.tie_word_embeddings = False
 
     def _check_names(self, adapter_names: list[str] | None) -> None:
         for name in adapter_names or []:
