@@ -256,7 +256,9 @@ def report_config(config: str, variants: list[str], setup: Setup, args: argparse
     )
     memory = {v: None if args.skip_memory else measure_memory(v, config, args) for v in variants}
     mem_head = "" if args.skip_memory else ("peak MiB" if args.device == "cuda" else "peak MiB over imports")
-    print(f"  {'variant':<12} {'trainable':>10} {'first loss':>11} {'median s/step':>14} {'min s/step':>11}  {mem_head}")
+    print(
+        f"  {'variant':<12} {'trainable':>10} {'first loss':>11} {'median s/step':>14} {'min s/step':>11}  {mem_head}"
+    )
     for v in variants:
         m = memory[v]
         mem = f"{m['peak_mib']:8.1f}" if m else ""
@@ -287,11 +289,15 @@ def report_config(config: str, variants: list[str], setup: Setup, args: argparse
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16"], help="base weights (default: cpu fp32, cuda bf16)")
+    p.add_argument(
+        "--dtype", default=None, choices=["fp32", "bf16"], help="base weights (default: cpu fp32, cuda bf16)"
+    )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 10, --quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="discarded rounds (default 2, --quick 1)")
-    p.add_argument("--steps", type=int, default=None, help="steps per variant per round (default 2, --quick 1)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="steps per variant per round (cpu 2, cuda 10, --quick 1)"
+    )
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {list(CONFIGS)}")
     p.add_argument("--quick", action="store_true", help="few rounds: a smoke run")
     p.add_argument("--tiny", action="store_true", help="tiny model and batch (tests)")
@@ -302,7 +308,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
-    for name, full, quick in (("rounds", 10, 3), ("warmup", 2, 1), ("steps", 2, 1)):
+    # A GPU step takes milliseconds: more steps per round keep launch jitter out of the ratios.
+    steps = 10 if args.device == "cuda" else 2
+    for name, full, quick in (("rounds", 10, 3), ("warmup", 2, 1), ("steps", steps, 1)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     unknown = set(args.configs.split(",")) - set(CONFIGS)

@@ -84,9 +84,10 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
     logger = get_run_logger()
     preflight(params)
     run_dir = os.path.join(params.output_dir, "runs", run_key(params))
+    # Data problems surface while tokenizing, before an MLflow run exists: a bad input leaves no run.
+    data = tokenize_task(params, os.path.join(params.output_dir, "cache", "tokenized"))
     tracker = tracking.RunTracker.start(params, tags=_prefect_tags())
     try:
-        data = tokenize_task(params, os.path.join(params.output_dir, "cache", "tokenized"))
         tracker.log_dataset(data, params)
         logger.info("data: %d train / %d test rows (%s)", data.num_train, data.num_test, "cached" if data.cached else "tokenized")
         wrap = wrap_task(params, data.label_names)

@@ -1,0 +1,46 @@
+"""Smoke test: bench/lora_step.py runs end to end on a tiny model and prints every ratio line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "lora_step.py"
+RATIO = r"= \d+\.\d{3}x"
+
+
+@pytest.mark.slow
+def test_bench_quick_tiny_prints_ratios() -> None:
+    cmd = [
+        sys.executable,
+        str(BENCH),
+        "--quick",
+        "--tiny",
+        "--configs",
+        "qv-r8",
+        "--rounds",
+        "2",
+        "--warmup",
+        "0",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    # Timings are machine noise; only the report's shape is a contract.
+    assert re.search(rf"ratio peftcore/peftcore-b\s+{RATIO}", out), out
+    assert re.search(rf"ratio peftcore/floor\s+{RATIO}", out), out
+    assert "same-weights check: first-loss spread 0.00e+00" in out, out
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        assert "ratio peftcore/peft          : skipped (peft not installed)" in out, out
+    else:
+        assert re.search(rf"ratio peftcore/peft\s+{RATIO}", out), out
+        assert re.search(r"memory peftcore/peft peak\s+= \d+\.\d{3}x", out), out
