@@ -52,13 +52,16 @@ def batches(enc: dict[str, list[list[int]]], labels: list[int], order: list[int]
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, enc, labels: list[int], pad_id: int, batch_size: int = 64) -> float:
+def predict(model: torch.nn.Module, enc, labels: list[int], pad_id: int, batch_size: int = 64) -> list[int]:
     model.eval()
-    correct = 0
-    for ids, mask, y in batches(enc, labels, list(range(len(labels))), batch_size, pad_id):
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        correct += int((logits.argmax(-1) == y).sum())
-    return correct / len(labels)
+    preds: list[int] = []
+    for ids, mask, _ in batches(enc, labels, list(range(len(labels))), batch_size, pad_id):
+        preds += model(input_ids=ids, attention_mask=mask).logits.argmax(-1).tolist()
+    return preds
+
+
+def accuracy(model: torch.nn.Module, enc, labels: list[int], pad_id: int) -> float:
+    return sum(p == y for p, y in zip(predict(model, enc, labels, pad_id), labels)) / len(labels)
 
 
 def main() -> None:
@@ -74,7 +77,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=0.06, help="fraction of steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--targets", default="query,value", help="comma-separated LoRA target modules")
+    ap.add_argument("--modules-to-save", default="", help="extra fully trained modules besides the head")
     ap.add_argument("--eval-each-epoch", action="store_true")
+    ap.add_argument("--show-errors", type=int, default=0, help="print this many misclassified test rows")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -101,7 +107,8 @@ def main() -> None:
         r=args.r,
         lora_alpha=args.alpha,
         lora_dropout=args.dropout,
-        target_modules=["query", "value"],
+        target_modules=args.targets.split(","),
+        modules_to_save=[m for m in args.modules_to_save.split(",") if m] or None,
     )
     model = get_peft_model(model, config)
     model.print_trainable_parameters()
@@ -128,14 +135,15 @@ def main() -> None:
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            total += float(loss) * len(y)
+            total += loss.item() * len(y)
             n += len(y)
         msg = f"epoch {epoch + 1}: train loss {total / n:.4f}  ({time.perf_counter() - t1:.1f}s)"
         if args.eval_each_epoch:
             msg += f"  test acc {accuracy(model, enc_test, y_test, pad):.4f}"
         print(msg, flush=True)
     t_train, cpu_train = time.perf_counter() - t1, time.process_time() - c1
-    acc1 = accuracy(model, enc_test, y_test, pad)
+    preds = predict(model, enc_test, y_test, pad)
+    acc1 = sum(p == y for p, y in zip(preds, y_test)) / len(y_test)
     acc_train = accuracy(model, enc_train, y_train, pad)
     total_s = time.perf_counter() - t0
 
@@ -147,6 +155,9 @@ def main() -> None:
         f"recipe: r={args.r} alpha={args.alpha} dropout={args.dropout} lr={args.lr} epochs={args.epochs} "
         f"batch={args.batch_size} max_length={args.max_length} threads={args.threads} seed={args.seed}"
     )
+    errors = [r for r, p, y in zip(test, preds, y_test) if p != y]
+    for row in errors[: args.show_errors]:
+        print(f"  wrong ({row['label']}): {row['text']}")
     print(f"untrained test acc: {acc0:.4f}")
     print(f"trained   test acc: {acc1:.4f}   (train acc {acc_train:.4f})")
     # On a shared machine wall time overstates the cost; CPU seconds / threads is the idle-machine wall time.

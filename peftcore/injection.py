@@ -13,6 +13,7 @@ Matching rules (identical to HF PEFT):
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -63,7 +64,7 @@ def layer_index(name: str, layers_pattern: str | list[str] | None) -> int | None
         if pattern is None:
             m = re.match(r".*?\.[^.]*\.(\d+)\.", name)
         else:
-            m = re.match(rf"(?:^|.*?\.){re.escape(pattern)}\.(\d+)\.", name)
+            m = re.match(rf"(?:^|.*?\.){pattern}\.(\d+)\.", name)  # a regex, as in HF PEFT
         if m:
             return int(m.group(1))
     return None
@@ -97,16 +98,21 @@ def find_target_names(
 ) -> list[str]:
     """Full names of the modules to adapt. Raises a ValueError listing real names when none match."""
     layers = [layers_to_transform] if isinstance(layers_to_transform, int) else layers_to_transform
+    if layers is not None and len(layers) == 0:
+        layers = None  # an empty list means every layer (as in HF PEFT)
     protected = list(protected)
     found: list[str] = []
     for name, module in logical_modules(model):
         if not name or not name_matches(name, target_modules):
             continue
         if isinstance(module, ModulesToSaveWrapper) or name_matches(name, protected):
-            raise ValueError(
-                f"module {name!r} is both a LoRA target and in modules_to_save; "
-                "a module is either adapted or trained in full — remove it from one of the two"
+            # Trained in full and saved whole already; HF PEFT skips it too, so its files load here.
+            warnings.warn(
+                f"module {name!r} matches target_modules but is in modules_to_save; it is trained in full "
+                "and not adapted",
+                stacklevel=4,
             )
+            continue
         if any(re.search(rf"(^|\.){re.escape(p)}\.", name) for p in protected):
             continue  # inside a module trained in full: it is saved whole, not adapted
         if layers is not None and layer_index(name, layers_pattern) not in layers:

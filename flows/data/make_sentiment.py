@@ -127,7 +127,8 @@ class Composer:
             strength = self.rng.choice(["strong", "mild"])
             adj = self.pick(lex.ADJ[(pol, strength)])
             key = "neg_mild" if (pol, strength) == ("neg", "mild") else strength
-            intens = "" if adj.startswith("a ") else self.pick(lex.INTENSIFIERS[key], polar=False)
+            # "absolutely a joke", "very pretty good": only a single adjective takes an intensifier.
+            intens = "" if " " in adj else self.pick(lex.INTENSIFIERS[key], polar=False)
             pred = "{be} " + intens + adj
         else:
             pred = self.pick(lex.NEGATED_PRED[pol])
@@ -174,7 +175,7 @@ class Composer:
         minor = self.clause(dom, OPPOSITE[pol], a)
         major = self.whole(dom, pol) if self.chance(0.4) else self.clause(dom, pol, self.aspect(dom, [a.name]))
         form = self.pick(lex.CONTRAST["any"] + lex.CONTRAST[pol])
-        text = form.format(minor=minor, major=major, Minor=cap(minor), Major=cap(major))
+        text = cap(form.format(minor=minor, major=major, Minor=cap(minor), Major=cap(major)))
         return self.frame(dom, [text], pol, opener=0.15, closer=0.1)
 
     def negation(self, dom: lex.Domain, pol: str) -> str:

@@ -47,7 +47,7 @@ class Domain:
     close_neg: tuple[str, ...]
 
 
-# Adjectives by polarity and strength. Entries starting with "a " take no intensifier.
+# Adjectives by polarity and strength. Multi-word entries take no intensifier.
 ADJ = {
     ("pos", "strong"): (
         "outstanding", "superb", "excellent", "fantastic", "brilliant", "wonderful", "terrific",
@@ -113,11 +113,11 @@ COMPARISON = {
         "it's far better than {ref}", "it beats {ref} by a mile", "it puts {ref} to shame",
         "I didn't think anything could top {ref}, but this did", "it's a huge step up from {ref}",
         "it's even better than {ref}", "it's not quite as good as {ref}, but it comes very close",
-        "{ref} has nothing on it", "it makes {ref} look lazy", "I'd pick it over {ref} any day",
+        "{ref} can't compete with it", "it leaves {ref} in the dust", "I'd pick it over {ref} any day",
     ),
     "neg": (
         "it's nowhere near as good as {ref}", "it doesn't hold a candle to {ref}",
-        "{ref} was better in every way", "it's a big step down from {ref}", "it's somehow even worse than {ref}",
+        "honestly, {ref} did everything better", "it's a big step down from {ref}", "it's somehow even worse than {ref}",
         "it's better than {ref}, which isn't saying much", "I'd take {ref} over this any day",
         "it makes {ref} look like a masterpiece", "it falls well short of {ref}",
         "it's a pale imitation of {ref}",
@@ -181,7 +181,7 @@ CONTRAST = {
     ),
     "pos": (
         "{Minor}. Thankfully, {major}.", "{Minor}, but luckily {major}.", "{Minor}. Fortunately, {major}.",
-        "I was worried when {minor}, but {major}.",
+        "I had my doubts, since {minor}, but {major}.",
     ),
     "neg": (
         "{Minor}. Unfortunately, {major}.", "{Minor}, but sadly {major}.", "{Minor}. The problem is that {major}.",
@@ -612,7 +612,7 @@ HOME = Domain(
         _a("value", ("the price", "the value"),
            ("is excellent for what you get", "is hard to argue with"),
            ("is a joke for something this flimsy", "is steep for what it is")),
-        _a("noise", ("the noise level", "the motor"),
+        _a("noise", ("the motor",),
            ("is impressively quiet", "purrs rather than roars"),
            ("is deafening", "sounds like a jet engine")),
         _a("cleaning", ("cleaning it", "the cleanup"),

@@ -103,6 +103,8 @@ class LoraModel(nn.Module):
                     "DoRA works on Linear and Conv1D layers — exclude this module or set use_dora=False"
                 )
             plans.append((name, layer))
+        if not config.inference_mode:
+            _warn_tied_embedding_targets(self.model, plans)
         # Validation is over; from here on the model is modified.
         if len(used_fan_in_fan_out) == 1:
             config.fan_in_fan_out = used_fan_in_fan_out.pop()  # saved as used (true for GPT-2 Conv1D)
@@ -265,3 +267,16 @@ class LoraModel(nn.Module):
     def __repr__(self) -> str:
         with warnings.catch_warnings():
             return f"LoraModel({self.model!r})"
+
+
+def _warn_tied_embedding_targets(model: nn.Module, plans: list[tuple[str, LoraLayer]]) -> None:
+    get_out = getattr(model, "get_output_embeddings", None)
+    out = get_out() if callable(get_out) else None
+    out_weight = getattr(out, "weight", None)
+    for name, layer in plans:
+        if out_weight is not None and getattr(layer.base_layer, "weight", None) is out_weight:
+            warnings.warn(
+                f"{name} shares its weight with the output layer (tied embeddings); merging this adapter "
+                "changes the output layer too",
+                stacklevel=4,
+            )
