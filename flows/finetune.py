@@ -111,6 +111,7 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
         "baseline_metrics": baseline_metrics, "trainable_percent": wrap.trainable_percent,
         "adapter_dir": trained.adapter_dir, "adapter_sha256": checksum, "hub_commit": commit,
         "train_runtime_s": trained.train_runtime_s, "dataset_fingerprint": data.fingerprint,
+        "data_cached": data.cached,
         "mlflow_url": tracker.url(),
     }
     _prefect_artifacts(summary)

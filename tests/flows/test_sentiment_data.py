@@ -108,8 +108,14 @@ def test_wording_is_diverse(shipped: dict[str, list[dict[str, str]]]) -> None:
 def test_hard_cases_are_present_in_both_labels(shipped: dict[str, list[dict[str, str]]]) -> None:
     """Surface cues must mislead sometimes: praise words in negative reviews, negations in positive ones."""
     rows = shipped["train"] + shipped["test"]
-    neg_with_praise = [r for r in rows if r["label"] == "negative" and re.search(r"\b(great|loved?|brilliant)\b", r["text"], re.I)]
-    pos_with_negation = [r for r in rows if r["label"] == "positive" and re.search(r"n't|\bnot\b|\bno\b", r["text"], re.I)]
+    neg_with_praise = [
+        r
+        for r in rows
+        if r["label"] == "negative" and re.search(r"\b(great|loved?|brilliant)\b", r["text"], re.I)
+    ]
+    pos_with_negation = [
+        r for r in rows if r["label"] == "positive" and re.search(r"n't|\bnot\b|\bno\b", r["text"], re.I)
+    ]
     assert len(neg_with_praise) >= 30
     assert len(pos_with_negation) >= 100
 

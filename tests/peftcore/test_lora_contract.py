@@ -288,7 +288,13 @@ def test_nonzero_b_merge_unmerge_disable(case_id: str, arch: str) -> None:
 def test_merge_and_unload_then_unload(case_id: str, arch: str) -> None:
     reference, pm, _ = wrap(case_id, arch, init_lora_weights=False)
     lora_out = out(pm, arch)
-    merged = pm.merge_and_unload()
+    tied_head_trained = case_id == "modules_to_save" and arch in ("gpt2", "opt", "t5")
+    if tied_head_trained:  # the trained lm_head copy replaces a head tied to the input embedding
+        with pytest.warns(UserWarning, match="tied"):
+            merged = pm.merge_and_unload()
+        assert merged.get_output_embeddings().weight is not merged.get_input_embeddings().weight
+    else:
+        merged = pm.merge_and_unload()
     assert type(merged) is type(reference)
     assert not any(isinstance(m, LoraLayer | ModulesToSaveWrapper) for m in merged.modules())
     assert not any("lora_" in n or "base_layer" in n for n, _ in merged.named_parameters())

@@ -163,12 +163,15 @@ def test_dora_on_embedding_is_refused_before_any_wrap() -> None:
     assert_unchanged(model, before)
 
 
-def test_target_also_in_modules_to_save() -> None:
-    model = tiny.build("llama")
-    before = snapshot(model)
-    with pytest.raises(ValueError, match=r"'lm_head' is both a LoRA target and in modules_to_save"):
-        get_peft_model(model, LoraConfig(target_modules=["q_proj", "lm_head"], modules_to_save=["lm_head"]))
-    assert_unchanged(model, before)
+def test_target_also_in_modules_to_save_is_saved_not_adapted() -> None:
+    """As in HF PEFT: a module both targeted and saved is trained in full, with a warning saying so."""
+    config = LoraConfig(target_modules=["q_proj", "lm_head"], modules_to_save=["lm_head"])
+    with pytest.warns(UserWarning, match=r"'lm_head' matches target_modules but is in modules_to_save"):
+        pm = get_peft_model(tiny.build("llama"), config)
+    model = pm.get_base_model()
+    assert isinstance(model.lm_head, ModulesToSaveWrapper)
+    assert not any(isinstance(m, LoraLayer) for m in model.lm_head.modules())
+    assert isinstance(model.model.layers[0].self_attn.q_proj, LoraLayer)
 
 
 # -- adapter names --------------------------------------------------------------------------------

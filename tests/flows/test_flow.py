@@ -1,0 +1,408 @@
+"""The `finetune` flow end to end: Prefect test server, MLflow on SQLite, tiny local models and data.
+
+Every task (seq_cls, token_cls, causal_lm, seq2seq_lm) runs the whole flow for a few steps; the test
+then reads the run back from the MLflow store (params, exact metric names and histories, tags, the
+dataset input, artifacts) and from the Prefect server (flow run, table artifact), and reloads the
+adapter artifact to check it predicts exactly what the run recorded. Bad inputs must fail before
+any model loads: no MLflow run, no adapter, no cache entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import torch
+import yaml
+
+import flows.steps.data as data_step
+import flows.steps.model as model_step
+import flows.steps.train as train_step
+import peftcore
+from flows.finetune import finetune
+from flows.params import TASK_TYPES, FinetuneParams
+from flows.steps.evaluate import score
+from flows.steps.model import load_base_model
+from tests.flows import fixtures
+from tests.flows.conftest import use_mlflow_store
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MAX_STEPS = 6
+N_TRAIN, N_TEST = 24, 8
+METRICS = {
+    "seq_cls": ["accuracy", "f1"],
+    "token_cls": ["seqeval"],
+    "causal_lm": ["exact_match"],
+    "seq2seq_lm": ["exact_match", "rouge"],
+}
+# Every run logs these, whatever the task (eval_loss comes from the evaluations during training).
+FIXED_METRICS = {
+    "trainable_params",
+    "all_params",
+    "trainable_percent",
+    "adapter_size_bytes",
+    "train_loss",
+    "train_runtime_s",
+    "train_tokens_per_s",
+    "peak_memory_mb",
+    "eval_loss",
+    "learning_rate",
+    "grad_norm",
+}
+AUTO_CLASS = {
+    "seq_cls": peftcore.AutoPeftModelForSequenceClassification,
+    "token_cls": peftcore.AutoPeftModelForTokenClassification,
+    "causal_lm": peftcore.AutoPeftModelForCausalLM,
+    "seq2seq_lm": peftcore.AutoPeftModelForSeq2SeqLM,
+}
+PEFT_CLASS = {
+    "seq_cls": peftcore.PeftModelForSequenceClassification,
+    "token_cls": peftcore.PeftModelForTokenClassification,
+    "causal_lm": peftcore.PeftModelForCausalLM,
+    "seq2seq_lm": peftcore.PeftModelForSeq2SeqLM,
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One tiny model directory per task, shared by the module (runs only read them)."""
+    root = tmp_path_factory.mktemp("models")
+    return {task: fixtures.model_dir(root, task) for task in fixtures.TASKS}
+
+
+def _config(root: Path, model: str, task: str, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A run config on fresh jsonl files in `root`; `sections` update its sections."""
+    train = fixtures.write_jsonl(root / "train.jsonl", fixtures.rows(task, N_TRAIN))
+    test = fixtures.write_jsonl(root / "test.jsonl", fixtures.rows(task, N_TEST))
+    config: dict[str, Any] = {
+        "model": {"name_or_path": model, "task": task, "dtype": "float32"},
+        "data": {"train_file": train, "test_file": test},
+        "peft": {"r": 4, "lora_alpha": 8},
+        "train": {
+            "max_steps": MAX_STEPS,
+            "batch_size": 4,
+            "eval_batch_size": 3,  # uneven batches: the final evaluation pads
+            "learning_rate": 5e-3,
+            "logging_steps": 1,
+            "eval_every": "epoch",
+            "save_steps": 4,  # a checkpoint mid-run, removed once the adapter is saved
+        },
+        "eval": {"metrics": METRICS[task], "max_new_tokens": 4, "num_logged_predictions": N_TEST},
+        "tracking": {"experiment": f"flow-{task}"},
+        "output_dir": str(root / "out"),
+    }
+    if task in ("causal_lm", "seq2seq_lm"):
+        config["data"].update(target_column="target", prompt_template="Review: {text}\nSentiment:")
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    return config
+
+
+def _prefect_client() -> Any:
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _git_head() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _download(client: Any, run_id: str, path: str, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, path, str(dest)))
+
+
+def _recorded_predictions(client: Any, run_id: str, dest: Path) -> list[dict[str, str]]:
+    table = json.loads(_download(client, run_id, "eval_predictions.json", dest).read_text())
+    assert table["columns"] == ["input", "reference", "prediction", "correct"]
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
+def _as_recorded(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Prediction rows as the MLflow table stores them (every cell a string)."""
+    return [{k: str(v) for k, v in row.items()} for row in rows]
+
+
+def _assert_no_trace(client: Any, output_dir: Path) -> None:
+    """Nothing half-written: no MLflow run in any experiment, no run directory, no cache entry."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert not client.search_runs(experiments), "an MLflow run was created for a run that never started"
+    assert not (output_dir / "runs").exists(), "a run directory (adapter/checkpoints) was created"
+    cache = output_dir / "cache" / "tokenized"
+    assert not cache.exists() or not any(cache.iterdir()), f"partial cache left: {list(cache.iterdir())}"
+
+
+@pytest.mark.parametrize("task", fixtures.TASKS)
+def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
+    task: str, models: dict[str, str], mlflow_store: Any, tmp_path: Path
+) -> None:
+    params = FinetuneParams.model_validate(_config(tmp_path, models[task], task))
+    summary = finetune(params)
+
+    client = mlflow_store
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == f"flow-{task}"
+    assert summary["data_cached"] is False
+
+    # Params: every dotted key of FinetuneParams, plus the resolved adapter config.
+    logged = run.data.params
+    assert set(params.flat()) <= set(logged)
+    assert logged["peft.r"] == "4"
+    assert logged["train.learning_rate"] == "0.005"
+    assert logged["model.task"] == task
+    assert logged["eval.metrics"] == json.dumps(METRICS[task])
+    assert logged["peft_config.r"] == "4"
+    assert float(logged["peft_config.lora_alpha"]) == 8
+    assert logged["peft_config.task_type"] == TASK_TYPES[task]
+    assert logged["peft_config.peft_type"] == "LORA"
+    # A local base path with no model.hub_id: the adapter names no base model (a path would not travel).
+    assert logged["model.hub_id"] == "None"
+    assert logged["peft_config.base_model_name_or_path"] == "None"
+
+    # Metrics: exactly these names, final values consistent with the summary.
+    metrics = run.data.metrics
+    eval_names = {f"eval_{k}" for k in summary["metrics"]}
+    assert set(metrics) == FIXED_METRICS | eval_names
+    for name, value in summary["metrics"].items():
+        assert metrics[f"eval_{name}"] == pytest.approx(value, abs=1e-12)
+    assert 0 < metrics["trainable_params"] < metrics["all_params"]
+    assert metrics["trainable_percent"] == pytest.approx(
+        100 * metrics["trainable_params"] / metrics["all_params"], rel=1e-12
+    )
+    assert metrics["trainable_percent"] == pytest.approx(summary["trainable_percent"], rel=1e-12)
+    assert metrics["train_runtime_s"] > 0 and metrics["train_tokens_per_s"] > 0 and metrics["peak_memory_mb"] > 0
+    losses = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in losses] == list(range(1, MAX_STEPS + 1))  # logging_steps=1
+    assert all(m.value > 0 for m in losses)
+    evals = client.get_metric_history(run.info.run_id, "eval_loss")
+    assert evals and all(1 <= m.step <= MAX_STEPS for m in evals)
+
+    # Tags: the Prefect flow run, code and library versions, data and adapter fingerprints.
+    tags = run.data.tags
+    flow_run_id = tags["prefect.flow_run_id"]
+    with _prefect_client() as prefect:
+        flow_run = prefect.read_flow_run(UUID(flow_run_id))
+        flow = prefect.read_flow(flow_run.flow_id)
+        assert flow.name == "finetune" and flow_run.state is not None and flow_run.state.is_completed()
+        api_url = prefect.api_url
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+        artifacts = prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["eval-metrics"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]),
+            )
+        )
+    # The harness serves a UI next to its API, so the run links to its flow run page.
+    ui_root = str(api_url).rstrip("/").removesuffix("/api")
+    assert tags["prefect.flow_run_url"].startswith(ui_root + "/")
+    assert tags["prefect.flow_run_url"].endswith(f"/flow-run/{flow_run_id}")
+    head = _git_head()
+    if head is not None:
+        assert tags["git.commit"] == head
+    import transformers
+
+    assert tags["version.torch"] == torch.__version__
+    assert tags["version.transformers"] == transformers.__version__
+    assert tags["version.peftcore"] == peftcore.__version__
+    assert tags["task"] == task and tags["peft.method"] == "lora"
+    assert tags["dataset.fingerprint"] == summary["dataset_fingerprint"]
+    assert tags["adapter.sha256"] == summary["adapter_sha256"]
+
+    # The Prefect table artifact holds the same eval metrics.
+    assert len(artifacts) == 1 and artifacts[0].type == "table"
+    table = artifacts[0].data if isinstance(artifacts[0].data, list) else json.loads(artifacts[0].data)
+    assert {row["metric"]: row["value"] for row in table} == {
+        k: round(v, 6) for k, v in summary["metrics"].items()
+    }
+
+    # The dataset as an MLflow input, its digest the start of the raw-data fingerprint.
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == summary["dataset_fingerprint"][:36]
+    assert json.loads(dataset_input.dataset.source)["uri"] == str(tmp_path / "train.jsonl")
+    input_tags = {t.key: t.value for t in dataset_input.tags}
+    assert input_tags["mlflow.data.context"] == "training"
+    assert (input_tags["num_train"], input_tags["num_test"]) == (str(N_TRAIN), str(N_TEST))
+
+    # Artifacts: the adapter in HF PEFT layout, params.yaml, the loss curve, the predictions table.
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert top == {"adapter", "params.yaml", "loss_curve.png", "eval_predictions.json"}
+    adapter = _download(client, run.info.run_id, "adapter", tmp_path / "dl")
+    assert sorted(os.listdir(adapter)) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    weights = (adapter / "adapter_model.safetensors").read_bytes()
+    assert hashlib.sha256(weights).hexdigest() == summary["adapter_sha256"]
+    assert metrics["adapter_size_bytes"] == sum(f.stat().st_size for f in adapter.iterdir())
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] is None
+    assert not (Path(summary["adapter_dir"]).parent / "checkpoints").exists()
+    saved = yaml.safe_load(_download(client, run.info.run_id, "params.yaml", tmp_path / "dl").read_text())
+    assert FinetuneParams.model_validate(saved) == params
+    png = _download(client, run.info.run_id, "loss_curve.png", tmp_path / "dl").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    recorded = _recorded_predictions(client, run.info.run_id, tmp_path / "dl")
+    assert len(recorded) == N_TEST
+
+    # Reload the artifact adapter. It names no base model, so the Auto class refuses it clearly and
+    # the base model is loaded by hand, as the error message says.
+    with pytest.raises(ValueError, match="base_model_name_or_path is empty"):
+        AUTO_CLASS[task].from_pretrained(str(adapter))
+    data = data_step.tokenize(params, os.path.join(params.output_dir, "cache", "tokenized"))
+    assert data.cached and data.fingerprint == summary["dataset_fingerprint"]
+    base = load_base_model(params, data.label_names)
+    model = peftcore.PeftModel.from_pretrained(base, str(adapter))
+    assert type(model) is PEFT_CLASS[task]
+    rescored = score(params, data, model)
+    assert _as_recorded(rescored.predictions) == recorded
+    assert rescored.metrics == summary["metrics"]
+
+
+def test_second_identical_run_reuses_the_tokenized_data(
+    models: dict[str, str], mlflow_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = FinetuneParams.model_validate(_config(tmp_path, models["seq_cls"], "seq_cls"))
+    encoders: list[bool] = []
+    real_encoder = data_step._encoder
+
+    def counting_encoder(*args: Any, **kwargs: Any) -> Any:
+        encoders.append(kwargs.get("keep_raw", False))
+        return real_encoder(*args, **kwargs)
+
+    monkeypatch.setattr(data_step, "_encoder", counting_encoder)
+    first = finetune(params)
+    assert first["data_cached"] is False and len(encoders) == 2  # train and test were tokenized
+    # The second run also evaluates the untrained adapter first (baseline_<metric>).
+    second = finetune(params, baseline=True)
+    assert second["data_cached"] is True and len(encoders) == 2  # nothing tokenized again
+    assert second["dataset_fingerprint"] == first["dataset_fingerprint"]
+    assert len(os.listdir(tmp_path / "out" / "cache" / "tokenized")) == 1
+    # CPU training is deterministic: the same inputs give the same adapter bytes.
+    assert second["adapter_sha256"] == first["adapter_sha256"]
+    metrics = mlflow_store.get_run(second["run_id"]).data.metrics
+    assert set(second["baseline_metrics"]) == set(METRICS["seq_cls"])
+    for name, value in second["baseline_metrics"].items():
+        assert metrics[f"baseline_{name}"] == pytest.approx(value, abs=1e-12)
+    assert "baseline_accuracy" not in mlflow_store.get_run(first["run_id"]).data.metrics
+
+
+def test_eval_every_steps_logs_each_evaluation(models: dict[str, str], mlflow_store: Any, tmp_path: Path) -> None:
+    config = _config(tmp_path, models["seq_cls"], "seq_cls", train={"eval_every": "steps", "eval_steps": 2})
+    summary = finetune(FinetuneParams.model_validate(config))
+    history = mlflow_store.get_metric_history(summary["run_id"], "eval_accuracy")
+    # Evaluations at steps 2, 4, 6 during training, then the final one at the last step.
+    assert [m.step for m in history] == [2, 4, 6, 6]
+    assert history[-1].value == summary["metrics"]["accuracy"]
+    assert [m.step for m in mlflow_store.get_metric_history(summary["run_id"], "eval_loss")] == [2, 4, 6]
+
+
+def test_published_run_loads_by_hub_id_with_the_auto_class(
+    models: dict[str, str], mlflow_store: Any, tmp_path: Path, local_hub: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import HfApi
+
+    token = "hf_local_write"
+    monkeypatch.setenv("HF_TOKEN", token)
+    api = HfApi(token=token)
+    api.create_repo("user/tiny-bert", private=False)
+    api.upload_folder(repo_id="user/tiny-bert", folder_path=models["seq_cls"])
+    config = _config(
+        tmp_path,
+        models["seq_cls"],
+        "seq_cls",
+        model={"hub_id": "user/tiny-bert"},
+        publish={"repo_id": "user/tiny-bert-lora"},
+    )
+    params = FinetuneParams.model_validate(config)
+    summary = finetune(params)
+
+    run = mlflow_store.get_run(summary["run_id"])
+    assert run.data.params["peft_config.base_model_name_or_path"] == "user/tiny-bert"
+    assert run.data.tags["hub.repo_id"] == "user/tiny-bert-lora"
+    assert run.data.tags["hub.commit"] == summary["hub_commit"]
+    assert api.list_repo_commits("user/tiny-bert-lora")[0].commit_id == summary["hub_commit"]
+    assert api.model_info("user/tiny-bert-lora").private
+
+    # The adapter names its base by Hub id, so the Auto class loads both by themselves.
+    model = peftcore.AutoPeftModelForSequenceClassification.from_pretrained("user/tiny-bert-lora", token=token)
+    assert type(model) is peftcore.PeftModelForSequenceClassification
+    data = data_step.tokenize(params, os.path.join(params.output_dir, "cache", "tokenized"))
+    recorded = _recorded_predictions(mlflow_store, run.info.run_id, tmp_path / "dl")
+    assert _as_recorded(score(params, data, model).predictions) == recorded
+
+
+# -- bad input: a clear error before any model loads, and nothing half-written ------------------
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _bad_case(case: str, root: Path) -> tuple[dict[str, Any], str]:
+    """(config sections to change, the error it must raise) for one kind of bad input."""
+    if case == "missing column":
+        return {"data": {"text_column": "review"}}, r"data\.text_column='review' is not a column of the train split"
+    if case == "empty split":
+        (root / "empty.jsonl").write_text("")
+        return {"data": {"test_file": str(root / "empty.jsonl")}}, r"data\.test_file=.*no rows.*test split"
+    if case == "unknown label":
+        rows = [*fixtures.rows("seq_cls", 4), {"text": "meh", "label": "neutral"}]
+        fixtures.write_jsonl(root / "odd.jsonl", rows)
+        return (
+            {"data": {"test_file": str(root / "odd.jsonl"), "label_names": fixtures.LABELS}},
+            r"test split .*labels not in label_names: \['neutral'\]",
+        )
+    if case == "invalid json":
+        (root / "broken.jsonl").write_text('{"text": "fine", "label": "positive"}\n{"text": "cut off", "lab\n')
+        return {"data": {"train_file": str(root / "broken.jsonl")}}, r"data\.train_file=.*line 2 is not valid JSON"
+    if case == "unknown metric":
+        return {"eval": {"metrics": ["accuracy", "no_such_metric"]}}, r"unknown metric 'no_such_metric'.*HF_HUB_OFFLINE=1"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["missing column", "empty split", "unknown label", "invalid json", "unknown metric"])
+def test_bad_input_fails_before_any_model_loads(
+    case: str, models: dict[str, str], mlflow_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path, models["seq_cls"], "seq_cls")
+    changes, message = _bad_case(case, tmp_path)
+    params = FinetuneParams.model_validate(
+        {**config, **{name: {**config[name], **values} for name, values in changes.items()}}
+    )
+
+    def must_not_run(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a model was loaded for a run whose input is invalid")
+
+    monkeypatch.setattr(model_step, "wrap", must_not_run)
+    monkeypatch.setattr(train_step, "train", must_not_run)
+    with pytest.raises(ValueError, match=message):
+        finetune(params)
+    _assert_no_trace(mlflow_store, tmp_path / "out")
+
+
+def test_unreachable_tracking_server_fails_fast(
+    models: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = use_mlflow_store(monkeypatch, tmp_path)  # where the run would have gone otherwise
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    params = FinetuneParams.model_validate(_config(tmp_path, models["seq_cls"], "seq_cls"))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"MLflow tracking server {uri} is unreachable"):
+        finetune(params)
+    # Refused at once, not after MLflow's HTTP retries (minutes).
+    assert time.perf_counter() - start < 15
+    _assert_no_trace(client, tmp_path / "out")
