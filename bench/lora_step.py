@@ -13,8 +13,8 @@ and that line shows how far a ratio drifts from 1.00 on noise alone.
 
 Timing is interleaved round by round, in a rotating order, so slow phases of the machine hit every
 variant alike; warm-up rounds are dropped and each ratio is the median of the per-round ratios.
-Peak memory is measured in a fresh subprocess per variant (CPU: peak RSS during training steps;
-CUDA: torch.cuda.max_memory_allocated).
+Peak memory is measured in a fresh subprocess per variant (CPU: peak RSS above the RSS right after
+the imports, i.e. model, optimizer state and activations; CUDA: torch.cuda.max_memory_allocated).
 
     .venv/bin/python bench/lora_step.py                 # full run, CPU, 2 threads
     .venv/bin/python bench/lora_step.py --quick         # few rounds (smoke / CI)
@@ -116,13 +116,13 @@ def build_variant(variant: str, config: str, setup: Setup) -> tuple[nn.Module, t
     if variant.startswith("peftcore"):
         import peftcore
 
-        cfg = peftcore.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, task_type="CAUSAL_LM")
-        wrapped: nn.Module = peftcore.get_peft_model(model, cfg)
+        core_cfg = peftcore.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, task_type="CAUSAL_LM")
+        wrapped: nn.Module = peftcore.get_peft_model(model, core_cfg)
     elif variant == "peft":
         import peft
 
-        cfg = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, task_type="CAUSAL_LM")
-        wrapped = peft.get_peft_model(model, cfg)
+        hf_cfg = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, task_type="CAUSAL_LM")
+        wrapped = peft.get_peft_model(model, hf_cfg)
     else:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     wrapped.train()
@@ -139,8 +139,8 @@ def make_batch(setup: Setup) -> dict[str, torch.Tensor]:
 
 def make_step(
     model: nn.Module, opt: torch.optim.Optimizer | None, batch: dict[str, torch.Tensor]
-) -> Callable[[], float]:
-    def step() -> float:
+) -> Callable[[], torch.Tensor]:
+    def step() -> torch.Tensor:
         loss = model(**batch).loss
         loss.backward()
         if opt is not None:
@@ -254,7 +254,9 @@ def report_config(config: str, variants: list[str], setup: Setup, args: argparse
     per_round, first_loss, trainable = time_config(
         config, variants, setup, args.rounds, args.warmup, args.steps
     )
-    memory = {v: None if args.skip_memory else measure_memory(v, config, args) for v in variants}
+    # peftcore-b is the same build as peftcore: its memory would only repeat that figure.
+    measured = [v for v in variants if v != "peftcore-b" and not args.skip_memory]
+    memory = {v: measure_memory(v, config, args) if v in measured else None for v in variants}
     mem_head = "" if args.skip_memory else ("peak MiB" if args.device == "cuda" else "peak MiB over imports")
     print(
         f"  {'variant':<12} {'trainable':>10} {'first loss':>11} {'median s/step':>14} {'min s/step':>11}  {mem_head}"

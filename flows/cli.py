@@ -92,8 +92,9 @@ def cmd_reproduce(run_id: str) -> int:
 
     from flows.finetune import finetune
     from flows.params import FinetuneParams
-    from flows.tracking import RunTracker
+    from flows.tracking import RunTracker, check_reachable
 
+    check_reachable()  # before MLflow's HTTP retries would stall on a server that is down
     original = RunTracker(run_id).summary()
     params = FinetuneParams.model_validate(yaml.safe_load(RunTracker(run_id).params_yaml()))
     params.tracking.tags = {**params.tracking.tags, "reproduces": run_id}
@@ -120,8 +121,9 @@ def _fmt(value: float | None) -> str:
 
 
 def cmd_compare(experiment: str) -> int:
-    from flows.tracking import search_runs
+    from flows.tracking import check_reachable, search_runs
 
+    check_reachable()
     runs = search_runs(experiment)
     if not runs:
         print(f"no runs in experiment {experiment!r}")

@@ -16,7 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
 BUNDLED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 Task = Literal["seq_cls", "token_cls", "causal_lm", "seq2seq_lm"]
-TASK_TYPES = {"seq_cls": "SEQ_CLS", "token_cls": "TOKEN_CLS", "causal_lm": "CAUSAL_LM", "seq2seq_lm": "SEQ_2_SEQ_LM"}
+TASK_TYPES = {
+    "seq_cls": "SEQ_CLS",
+    "token_cls": "TOKEN_CLS",
+    "causal_lm": "CAUSAL_LM",
+    "seq2seq_lm": "SEQ_2_SEQ_LM",
+}
 
 
 class _Strict(BaseModel):
@@ -25,7 +30,8 @@ class _Strict(BaseModel):
 
 class ModelParams(_Strict):
     name_or_path: str = Field(
-        BUNDLED_MINILM, description=f"Hub id or local path of the base model; '{BUNDLED_MINILM}' is the bundled MiniLM"
+        BUNDLED_MINILM,
+        description=f"Hub id or local path of the base model; '{BUNDLED_MINILM}' is the bundled MiniLM",
     )
     revision: str | None = Field(None, description="Base model revision (branch, tag or commit) on the Hub")
     hub_id: str | None = Field(
@@ -54,9 +60,12 @@ class DataParams(_Strict):
     tokens_column: str = Field("tokens", description="Pre-split words column for token classification")
     target_column: str | None = Field(None, description="Target text column for causal/seq2seq LM")
     prompt_template: str | None = Field(
-        None, description="Prompt with {column} placeholders for generative tasks, e.g. 'Review: {text}\\nSentiment:'"
+        None,
+        description="Prompt with {column} placeholders for generative tasks, e.g. 'Review: {text}\\nSentiment:'",
     )
-    label_names: list[str] | None = Field(None, description="Class names in id order (default: sorted labels)")
+    label_names: list[str] | None = Field(
+        None, description="Class names in id order (default: sorted labels)"
+    )
     max_length: int = Field(128, ge=8, le=32768, description="Max tokens per example (prompt + target)")
     max_target_length: int = Field(64, ge=1, le=8192, description="Max target tokens (seq2seq)")
 
@@ -66,7 +75,12 @@ class DataParams(_Strict):
             raise ValueError("set exactly one of data.dataset (Hub id) or data.train_file (local file)")
         for name in ("train_file", "test_file"):
             value = getattr(self, name)
-            if value is not None and Path(value).suffix.lower() not in (".json", ".jsonl", ".csv", ".parquet"):
+            if value is not None and Path(value).suffix.lower() not in (
+                ".json",
+                ".jsonl",
+                ".csv",
+                ".parquet",
+            ):
                 raise ValueError(f"data.{name}={value!r}: use a .json, .jsonl, .csv or .parquet file")
         return self
 
@@ -106,16 +120,22 @@ class TrainParams(_Strict):
         "auto", description="auto = bf16 on a capable GPU, else fp32"
     )
     seed: int = Field(42, description="Seed for data order, dropout and adapter init")
-    eval_every: Literal["epoch", "steps", "no"] = Field("epoch", description="When to evaluate during training")
+    eval_every: Literal["epoch", "steps", "no"] = Field(
+        "epoch", description="When to evaluate during training"
+    )
     eval_steps: int = Field(50, gt=0, description="Evaluation interval when eval_every=steps")
     save_steps: int = Field(100, gt=0, description="Checkpoint interval in steps (adapter-only checkpoints)")
     logging_steps: int = Field(10, gt=0, description="Log train_loss every N steps")
-    early_stopping_patience: int | None = Field(None, gt=0, description="Stop after N evals without improvement")
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after N evals without improvement"
+    )
     num_threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
 
 
 class EvalParams(_Strict):
-    metrics: list[str] = Field(default_factory=lambda: ["accuracy"], description="Metric names (shipped or Hub)")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["accuracy"], description="Metric names (shipped or Hub)"
+    )
     max_new_tokens: int = Field(32, gt=0, description="Generation length for generative tasks")
     num_beams: int = Field(1, gt=0, description="Beam search width for generation")
     num_logged_predictions: int = Field(20, ge=0, description="Rows of predictions logged as a table")

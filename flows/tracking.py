@@ -145,7 +145,10 @@ class RunTracker:
         from mlflow.data.meta_dataset import MetaDataset
 
         self.set_tag("dataset.fingerprint", data.fingerprint)
-        dataset = MetaDataset(source=_dataset_source(params), name=_dataset_name(params), digest=data.fingerprint[:36])
+        # mlflow marks Dataset.profile abstract, but MetaDataset (not an ABC) leaves it unimplemented.
+        dataset = MetaDataset(  # type: ignore[abstract]
+            source=_dataset_source(params), name=_dataset_name(params), digest=data.fingerprint[:36]
+        )
         with mlflow.start_run(run_id=self.run_id):
             mlflow.log_input(
                 dataset, context="training", tags={"num_train": str(data.num_train), "num_test": str(data.num_test)}
@@ -235,13 +238,25 @@ class RunTracker:
 
     # -- reading back ----------------------------------------------------------------------------
     def params_yaml(self) -> str:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = self.client.download_artifacts(self.run_id, "params.yaml", tmp)
-            with open(path, encoding="utf-8") as fh:
-                return fh.read()
+        self._get_run()  # an unknown run id is reported as such, not as a missing file
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self.client.download_artifacts(self.run_id, "params.yaml", tmp)
+                with open(path, encoding="utf-8") as fh:
+                    return fh.read()
+        except (OSError, mlflow.exceptions.MlflowException) as exc:
+            raise ValueError(
+                f"MLflow run {self.run_id} has no params.yaml artifact (not a peftflow run?): {exc}"
+            ) from None
+
+    def _get_run(self) -> Any:
+        try:
+            return self.client.get_run(self.run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            raise ValueError(f"MLflow run {self.run_id!r} not found at {tracking_uri()}: {exc.message}") from None
 
     def summary(self) -> dict[str, Any]:
-        run = self.client.get_run(self.run_id)
+        run = self._get_run()
         return {"run_id": self.run_id, "metrics": dict(run.data.metrics), "tags": dict(run.data.tags),
                 "params": dict(run.data.params), "name": run.info.run_name, "status": run.info.status}
 

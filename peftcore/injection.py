@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from torch import nn
@@ -59,7 +59,9 @@ def layer_index(name: str, layers_pattern: str | list[str] | None) -> int | None
     The FIRST numbered segment counts (lazy match), so nested indices — T5's
     `block.1.layer.0.SelfAttention`, MoE experts — do not stand in for the layer index.
     """
-    patterns = [layers_pattern] if isinstance(layers_pattern, str) else (layers_pattern or [None])
+    patterns: Sequence[str | None] = (
+        [layers_pattern] if isinstance(layers_pattern, str) else (layers_pattern or [None])
+    )
     for pattern in patterns:
         if pattern is None:
             m = re.match(r".*?\.[^.]*\.(\d+)\.", name)
@@ -91,7 +93,7 @@ def expand_all_linear(model: nn.Module, task_type: Any) -> set[str]:
 def find_target_names(
     model: nn.Module,
     target_modules: str | set[str],
-    exclude_modules: str | set[str] | None = None,
+    exclude_modules: str | Collection[str] | None = None,
     layers_to_transform: int | list[int] | None = None,
     layers_pattern: str | list[str] | None = None,
     protected: Iterable[str] = (),

@@ -7,7 +7,7 @@ base model back unchanged. On disk the active copy is stored under the ORIGINAL 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -35,13 +35,15 @@ class ModulesToSaveWrapper(nn.Module):
 
     @property
     def active_module(self) -> nn.Module:
-        if self.disable_adapters or self.active_adapter not in self.modules_to_save:
+        adapter = self.active_adapter
+        if self.disable_adapters or adapter is None or adapter not in self.modules_to_save:
             return self.original_module
-        return self.modules_to_save[self.active_adapter]
+        return self.modules_to_save[adapter]
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.active_module.weight  # type: ignore[return-value]
+        # nn.Module attribute lookups are typed `Tensor | Module`; a wrapped module's weight is a tensor.
+        return cast(torch.Tensor, self.active_module.weight)
 
     def set_adapter(self, adapter_name: str, trainable: bool) -> None:
         # An adapter without a copy here leaves the original in use (another adapter's head).

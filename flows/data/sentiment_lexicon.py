@@ -244,9 +244,41 @@ BACKHANDED_POS = (
     "My only complaint is that {c}.",
     "The worst thing about {subj} is that {c}.",
     "If I had to nitpick, it would be that {c}.",
-    "One warning: {c}.",
     "My one gripe? {c}.",
+    "I'd give it six stars if I could; my single grumble is that {c}.",
 )
+
+# Whole-experience verdicts that fit any domain, mixed with each domain's own.
+WHOLE = {
+    "pos": (
+        "I loved every minute of it",
+        "it was an absolute joy",
+        "I'm genuinely impressed",
+        "it made my week",
+        "it's a real gem",
+        "it's exactly what I was hoping for",
+        "I'm so pleased with it",
+        "it was money well spent",
+        "it put a smile on my face",
+        "I'd give it full marks",
+        "it's the real deal",
+        "I keep telling everyone about it",
+    ),
+    "neg": (
+        "I'm really disappointed",
+        "it was a huge letdown",
+        "what a waste of time",
+        "it left a bad taste in my mouth",
+        "it was a miserable experience",
+        "it's simply not fit for purpose",
+        "I was thoroughly unimpressed",
+        "it was a total rip-off",
+        "it put me in a foul mood",
+        "I'd give it zero stars if I could",
+        "I want my money back",
+        "I keep warning people away from it",
+    ),
+}
 
 OVERALL_MARKER = ("Overall, ", "On balance, ", "All in all, ", "In the end, ", "Bottom line: ", "Still, ")
 OVERALL = {

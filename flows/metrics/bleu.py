@@ -107,7 +107,8 @@ class Bleu(evaluate.Metric):
             smooth_value=smooth_value,
             effective_order=use_effective_order,
         )
-        result = scorer.corpus_score(list(predictions), streams)
+        # sacrebleu documents None as a missing reference but annotates only str.
+        result = scorer.corpus_score(list(predictions), streams)  # type: ignore[arg-type]
         out: dict[str, Any] = {"bleu": float(result.score)}
         out.update({f"bleu_precision_{n}": float(p) for n, p in enumerate(result.precisions, start=1)})
         out["brevity_penalty"] = float(result.bp)

@@ -2,13 +2,15 @@
 
 `prefect_harness` starts Prefect's test server (a subprocess with a temporary SQLite database) once
 per pytest session, ~10 s, and only when a test asks for it: the step tests never pay for it.
-`mlflow_store` points `MLFLOW_TRACKING_URI` at a SQLite file in the test's tmp_path and makes
-tmp_path the working directory, since MLflow puts a SQLite store's artifacts under `./mlruns`.
+`mlflow_store` points `MLFLOW_TRACKING_URI` at a SQLite file in the test's tmp_path (a copy of one
+migrated template: a new database costs seconds of schema migrations) and makes tmp_path the working
+directory, since MLflow puts a SQLite store's artifacts under `./mlruns`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,17 +31,33 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
-def use_mlflow_store(monkeypatch: pytest.MonkeyPatch, root: Path) -> Any:
-    """Track to `root/mlflow.db` (artifacts under `root/mlruns`); returns a client on that store."""
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite database with its schema migrated (~5-10 s, so done once and copied)."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def use_mlflow_store(monkeypatch: pytest.MonkeyPatch, root: Path, template: Path) -> Any:
+    """Track to a fresh copy of `template` at `root/mlflow.db`, artifacts under `root/mlruns`.
+
+    Returns a client on that store. The working directory becomes `root` first: MLflow resolves a
+    SQLite store's default artifact root (`./mlruns`) when it first opens the store.
+    """
+    from mlflow.tracking import MlflowClient
+
+    db = root / "mlflow.db"
+    shutil.copyfile(template, db)
+    uri = f"sqlite:///{db}"
     monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return MlflowClient(tracking_uri=uri)
 
 
 @pytest.fixture
-def mlflow_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+def mlflow_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mlflow_template: Path) -> Any:
     """An `MlflowClient` on this test's own SQLite store, which the flow tracks to."""
-    return use_mlflow_store(monkeypatch, tmp_path)
+    return use_mlflow_store(monkeypatch, tmp_path, mlflow_template)

@@ -30,7 +30,6 @@ import peftcore
 from flows.finetune import finetune
 from flows.params import TASK_TYPES, FinetuneParams
 from flows.steps.evaluate import score
-from flows.steps.model import load_base_model
 from tests.flows import fixtures
 from tests.flows.conftest import use_mlflow_store
 
@@ -80,12 +79,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {task: fixtures.model_dir(root, task) for task in fixtures.TASKS}
 
 
-def _config(root: Path, model: str, task: str, **sections: dict[str, Any]) -> dict[str, Any]:
+def _config(root: Path, model_path: str, task: str, **sections: dict[str, Any]) -> dict[str, Any]:
     """A run config on fresh jsonl files in `root`; `sections` update its sections."""
     train = fixtures.write_jsonl(root / "train.jsonl", fixtures.rows(task, N_TRAIN))
     test = fixtures.write_jsonl(root / "test.jsonl", fixtures.rows(task, N_TEST))
     config: dict[str, Any] = {
-        "model": {"name_or_path": model, "task": task, "dtype": "float32"},
+        "model": {"name_or_path": model_path, "task": task, "dtype": "float32"},
         "data": {"train_file": train, "test_file": test},
         "peft": {"r": 4, "lora_alpha": 8},
         "train": {
@@ -171,9 +170,7 @@ def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
     assert float(logged["peft_config.lora_alpha"]) == 8
     assert logged["peft_config.task_type"] == TASK_TYPES[task]
     assert logged["peft_config.peft_type"] == "LORA"
-    # A local base path with no model.hub_id: the adapter names no base model (a path would not travel).
     assert logged["model.hub_id"] == "None"
-    assert logged["peft_config.base_model_name_or_path"] == "None"
 
     # Metrics: exactly these names, final values consistent with the summary.
     metrics = run.data.metrics
@@ -248,7 +245,10 @@ def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
     weights = (adapter / "adapter_model.safetensors").read_bytes()
     assert hashlib.sha256(weights).hexdigest() == summary["adapter_sha256"]
     assert metrics["adapter_size_bytes"] == sum(f.stat().st_size for f in adapter.iterdir())
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] is None
+    # A local base and no model.hub_id: save_pretrained records the local path (as HF PEFT does), which
+    # loads on this machine only; the model card leaves it out of its metadata.
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == models[task]
+    assert "base_model:" not in (adapter / "README.md").read_text()
     assert not (Path(summary["adapter_dir"]).parent / "checkpoints").exists()
     saved = yaml.safe_load(_download(client, run.info.run_id, "params.yaml", tmp_path / "dl").read_text())
     assert FinetuneParams.model_validate(saved) == params
@@ -257,15 +257,12 @@ def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
     recorded = _recorded_predictions(client, run.info.run_id, tmp_path / "dl")
     assert len(recorded) == N_TEST
 
-    # Reload the artifact adapter. It names no base model, so the Auto class refuses it clearly and
-    # the base model is loaded by hand, as the error message says.
-    with pytest.raises(ValueError, match="base_model_name_or_path is empty"):
-        AUTO_CLASS[task].from_pretrained(str(adapter))
+    # The artifact adapter loads by itself with the task's Auto class (base from the recorded path)
+    # and predicts what the run recorded.
+    model = AUTO_CLASS[task].from_pretrained(str(adapter))
+    assert type(model) is PEFT_CLASS[task]
     data = data_step.tokenize(params, os.path.join(params.output_dir, "cache", "tokenized"))
     assert data.cached and data.fingerprint == summary["dataset_fingerprint"]
-    base = load_base_model(params, data.label_names)
-    model = peftcore.PeftModel.from_pretrained(base, str(adapter))
-    assert type(model) is PEFT_CLASS[task]
     rescored = score(params, data, model)
     assert _as_recorded(rescored.predictions) == recorded
     assert rescored.metrics == summary["metrics"]
@@ -394,9 +391,9 @@ def test_bad_input_fails_before_any_model_loads(
 
 
 def test_unreachable_tracking_server_fails_fast(
-    models: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    models: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template: Path
 ) -> None:
-    client = use_mlflow_store(monkeypatch, tmp_path)  # where the run would have gone otherwise
+    client = use_mlflow_store(monkeypatch, tmp_path, mlflow_template)  # where the run would have gone
     uri = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     params = FinetuneParams.model_validate(_config(tmp_path, models["seq_cls"], "seq_cls"))

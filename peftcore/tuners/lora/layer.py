@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,8 @@ class LoraLayer(nn.Module):
     # -- views of the wrapped layer, so code that inspects modules keeps working ---------------
     @property
     def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
+        # nn.Module attribute lookups are typed `Tensor | Module`; every wrapped layer's weight is a tensor.
+        return cast(torch.Tensor, self.base_layer.weight)
 
     @property
     def bias(self) -> torch.Tensor | None:
@@ -99,6 +100,20 @@ class LoraLayer(nn.Module):
             table.pop(adapter_name, None)
         self.active_adapters = [n for n in self.active_adapters if n != adapter_name]
 
+    def update_layer(
+        self,
+        adapter_name: str,
+        r: int,
+        lora_alpha: float,
+        lora_dropout: float,
+        init_lora_weights: InitLora,
+        use_rslora: bool,
+        use_dora: bool,
+        autocast_adapter_dtype: bool = True,
+    ) -> None:
+        """Add adapter `adapter_name` to this layer (each layer type builds its own A and B)."""
+        raise NotImplementedError
+
     # -- merging ----------------------------------------------------------------------------------
     def delta_weight(self, adapter_name: str) -> torch.Tensor:
         """The update `s · BA` in the base weight's layout and the adapter's dtype."""
@@ -107,7 +122,7 @@ class LoraLayer(nn.Module):
     def merge(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
         """Fold adapters into the base weight. Already-merged adapters are skipped (idempotent)."""
         names = self.active_adapters if adapter_names is None else adapter_names
-        weight = self.base_layer.weight
+        weight = self.weight
         for name in names:
             if name not in self.r:
                 continue
@@ -127,7 +142,7 @@ class LoraLayer(nn.Module):
     def unmerge(self, adapter_names: list[str] | None = None) -> None:
         """Subtract merged adapters from the base weight, newest first."""
         names = list(self.merged_adapters) if adapter_names is None else list(adapter_names)
-        weight = self.base_layer.weight
+        weight = self.weight
         for name in reversed(self.merged_adapters[:]):
             if name not in names:
                 continue
@@ -162,7 +177,7 @@ class Linear(LoraLayer):
     def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool) -> None:
         super().__init__(base_layer)
         self.fan_in_fan_out = fan_in_fan_out
-        w = base_layer.weight
+        w = self.weight
         self.in_features, self.out_features = (
             (w.shape[0], w.shape[1]) if fan_in_fan_out else (w.shape[1], w.shape[0])
         )
@@ -183,13 +198,14 @@ class Linear(LoraLayer):
         use_dora: bool,
         autocast_adapter_dtype: bool = True,
     ) -> None:
-        w = self.base_layer.weight
+        w = self.weight
         kw: dict[str, Any] = {"device": w.device, "dtype": adapter_dtype_for(w, autocast_adapter_dtype)}
         self._register_scaling(adapter_name, r, lora_alpha, use_rslora)
         self.lora_A[adapter_name] = nn.Linear(self.in_features, r, bias=False, **kw)
         self.lora_B[adapter_name] = nn.Linear(r, self.out_features, bias=False, **kw)
         self.lora_dropout[adapter_name] = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
-        _init_pair(self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight, init_lora_weights, r)
+        a, b = _linear(self.lora_A, adapter_name), _linear(self.lora_B, adapter_name)
+        _init_pair(a.weight, b.weight, init_lora_weights, r)
         if use_dora:
             with torch.no_grad():
                 norm = self._dora_weight_norm(adapter_name, w.detach())
@@ -199,7 +215,8 @@ class Linear(LoraLayer):
         return weight.t() if self.fan_in_fan_out else weight
 
     def _lora_product(self, adapter_name: str) -> torch.Tensor:
-        return self.lora_B[adapter_name].weight @ self.lora_A[adapter_name].weight  # (out, in)
+        a, b = _linear(self.lora_A, adapter_name), _linear(self.lora_B, adapter_name)
+        return b.weight @ a.weight  # (out, in)
 
     def _dora_weight_norm(self, adapter_name: str, weight: torch.Tensor) -> torch.Tensor:
         lora = self._lora_product(adapter_name).detach()
@@ -234,23 +251,47 @@ class Linear(LoraLayer):
         # Before the base forward: disabling adapters on a merged layer unmerges them first.
         if self._skip_adapters():
             return self.base_layer(x, *args, **kwargs)
-        active = [n for n in self.active_adapters if n not in self.merged_adapters]
-        if not active:
-            return self.base_layer(x, *args, **kwargs)
-        if args or kwargs or x.dim() < 2 or not x.is_contiguous() or not self._owns_base_output():
-            return self._add_updates(x, self.base_layer(x, *args, **kwargs), active, owned=False)
-        # Fast path: run on the rows as one 2-D matrix, so the base output is a fresh 2-D tensor this
-        # layer owns and every adapter update lands in it in place (one fused GEMM each, no copy of the
-        # output). An in-place update on a reshaped view would instead cost autograd a full copy.
-        rows = x.reshape(-1, x.shape[-1])
-        out = self._add_updates(rows, self.base_layer(rows), active, owned=True)
-        return out.view(*x.shape[:-1], out.shape[-1])
+        result = self.base_layer(x, *args, **kwargs)
+        # Adding each update into `result` in place saves a copy of the whole output per adapter.
+        owned = not (args or kwargs) and self._owns_base_output()
+        for name in self.active_adapters:
+            if name in self.merged_adapters:
+                continue
+            lora_A = _linear(self.lora_A, name).weight
+            lora_B = _linear(self.lora_B, name).weight
+            scaling = self.scaling[name]
+            xa = x if x.dtype == lora_A.dtype else x.to(lora_A.dtype)
+            xa = self.lora_dropout[name](xa)
+            if name in self.lora_magnitude_vector:
+                result = result + self._dora_update(name, x, xa, result).to(result.dtype)
+            elif result.dtype == lora_B.dtype:
+                result = self._add_lora_gemm(result, F.linear(xa, lora_A), lora_B, scaling, owned)
+            else:
+                # The GEMM's output is fresh and not kept for backward: scaling it in place is safe.
+                update = F.linear(F.linear(xa, lora_A), lora_B).mul_(scaling).to(result.dtype)
+                result = result.add_(update) if owned else result + update
+            owned = True  # from here on `result` was created by this forward
+        return result
+
+    def _add_lora_gemm(
+        self, result: torch.Tensor, h: torch.Tensor, lora_B: torch.Tensor, scaling: float, owned: bool
+    ) -> torch.Tensor:
+        """`result + s · h Bᵀ` as one GEMM over the rows: no separate scale or add over the output."""
+        rows, r = (-1, result.shape[-1]), h.shape[-1]
+        if not (owned and result.is_contiguous()):
+            flat = torch.addmm(result.reshape(rows), h.reshape(-1, r), lora_B.t(), alpha=scaling)
+            return flat.view(result.shape)
+        # `_unsafe_view` is a reshape that autograd does not track as a view (as torch.matmul uses it):
+        # an in-place update through a tracked view would make backward copy the whole gradient.
+        flat = torch.ops.aten._unsafe_view(result, rows)
+        flat.addmm_(h.reshape(-1, r), lora_B.t(), alpha=scaling)
+        return torch.ops.aten._unsafe_view(flat, result.shape)
 
     def _owns_base_output(self) -> bool:
         """True when updating the base output in place is invisible to everyone else.
 
-        A plain nn.Linear keeps only its input and weight for backward, never its output; and with no
-        hooks on it (its own or global ones), nothing else sees its input or holds its output.
+        A plain nn.Linear keeps only its input and weight for backward, never its output; with no hooks
+        on it (its own or global ones), nothing else holds a reference to that output.
         """
         base = self.base_layer
         if type(base) is not nn.Linear:
@@ -261,43 +302,17 @@ class Linear(LoraLayer):
         module = nn.modules.module
         return not any(getattr(module, f"_global{attr}", None) for attr in own)
 
-    def _add_updates(
-        self, x: torch.Tensor, result: torch.Tensor, active: list[str], owned: bool
-    ) -> torch.Tensor:
-        """`result` plus each active adapter's update; in place once `result` is a tensor we own."""
-        for name in active:
-            lora_A = self.lora_A[name].weight
-            lora_B = self.lora_B[name].weight
-            scaling = self.scaling[name]
-            xa = x if x.dtype == lora_A.dtype else x.to(lora_A.dtype)
-            xa = self.lora_dropout[name](xa)
-            if name in self.lora_magnitude_vector:
-                result = result + self._dora_update(name, x, xa, result).to(result.dtype)
-            elif result.dtype == lora_B.dtype:
-                # One GEMM computes result + s·(h Bᵀ): no separate scale or add over the output.
-                h = F.linear(xa, lora_A)
-                if owned and result.dim() == 2:
-                    result.addmm_(h, lora_B.t(), alpha=scaling)
-                else:
-                    flat = result.reshape(-1, self.out_features)
-                    flat = torch.addmm(flat, h.reshape(-1, h.shape[-1]), lora_B.t(), alpha=scaling)
-                    result = flat.view(result.shape)
-            else:
-                # The GEMM's output is fresh and not kept for backward: scaling it in place is safe.
-                update = F.linear(F.linear(xa, lora_A), lora_B).mul_(scaling).to(result.dtype)
-                result = result.add_(update) if owned else result + update
-            owned = True  # from here on `result` was created by this forward
-        return result
-
     def _dora_update(
         self, name: str, x: torch.Tensor, xa: torch.Tensor, result: torch.Tensor
     ) -> torch.Tensor:
         """(m/‖W+sBA‖ − 1)·(W x) + (m/‖W+sBA‖)·s·B A x, with W x recomputed when dropout is active."""
-        weight = self.base_layer.weight
+        weight = self.weight
         magnitude = self.lora_magnitude_vector[name]
         norm = self._dora_weight_norm(name, weight.detach()).detach()
         scale = (magnitude / norm).view(*([1] * (result.dim() - 1)), -1)
-        lora_out = F.linear(F.linear(xa, self.lora_A[name].weight), self.lora_B[name].weight)
+        lora_out = F.linear(
+            F.linear(xa, _linear(self.lora_A, name).weight), _linear(self.lora_B, name).weight
+        )
         if isinstance(self.lora_dropout[name], nn.Identity) or not self.training:
             base_out = result.to(magnitude.dtype)
             if self.bias is not None:
@@ -417,21 +432,23 @@ class Conv2d(LoraLayer):
         self.lora_A[adapter_name] = nn.Conv2d(
             base.in_channels,
             r,
-            base.kernel_size,
-            base.stride,
-            base.padding,  # type: ignore[arg-type]
-            dilation=base.dilation,
+            # torch types these on the shared _ConvNd base as tuple[int, ...]; a Conv2d's are pairs.
+            cast("tuple[int, int]", base.kernel_size),
+            cast("tuple[int, int]", base.stride),
+            cast("str | tuple[int, int]", base.padding),
+            dilation=cast("tuple[int, int]", base.dilation),
             bias=False,
             padding_mode=base.padding_mode,
             **kw,
         )
         self.lora_B[adapter_name] = nn.Conv2d(r, base.out_channels, (1, 1), (1, 1), bias=False, **kw)
         self.lora_dropout[adapter_name] = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
-        _init_pair(self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight, init_lora_weights, r)
+        a, b = _conv2d(self.lora_A, adapter_name), _conv2d(self.lora_B, adapter_name)
+        _init_pair(a.weight, b.weight, init_lora_weights, r)
 
     def delta_weight(self, adapter_name: str) -> torch.Tensor:
-        a = self.lora_A[adapter_name].weight  # (r, in, kh, kw)
-        b = self.lora_B[adapter_name].weight[:, :, 0, 0]  # (out, r)
+        a = _conv2d(self.lora_A, adapter_name).weight  # (r, in, kh, kw)
+        b = _conv2d(self.lora_B, adapter_name).weight[:, :, 0, 0]  # (out, r)
         return torch.einsum("or,rihw->oihw", b, a) * self.scaling[adapter_name]
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -441,11 +458,21 @@ class Conv2d(LoraLayer):
         for name in self.active_adapters:
             if name in self.merged_adapters:
                 continue
-            lora_A, lora_B = self.lora_A[name], self.lora_B[name]
+            lora_A, lora_B = _conv2d(self.lora_A, name), _conv2d(self.lora_B, name)
             xa = x if x.dtype == lora_A.weight.dtype else x.to(lora_A.weight.dtype)
             update = lora_B(lora_A(self.lora_dropout[name](xa))) * self.scaling[name]
             result = result + update.to(result.dtype)
         return result
+
+
+def _linear(box: nn.ModuleDict, name: str) -> nn.Linear:
+    """`box[name]` as the nn.Linear it holds (ModuleDict entries are typed as plain Module)."""
+    return cast(nn.Linear, box[name])
+
+
+def _conv2d(box: nn.ModuleDict, name: str) -> nn.Conv2d:
+    """`box[name]` as the nn.Conv2d it holds (ModuleDict entries are typed as plain Module)."""
+    return cast(nn.Conv2d, box[name])
 
 
 def _init_pair(a: torch.Tensor, b: torch.Tensor, init: InitLora, r: int) -> None:

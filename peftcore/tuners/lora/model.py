@@ -20,7 +20,7 @@ from peftcore.injection import (
 )
 from peftcore.modules_to_save import ModulesToSaveWrapper
 from peftcore.tuners.lora.config import LoraConfig
-from peftcore.tuners.lora.layer import LoraLayer, make_lora_layer
+from peftcore.tuners.lora.layer import Linear, LoraLayer, make_lora_layer
 
 
 class LoraModel(nn.Module):
@@ -59,7 +59,7 @@ class LoraModel(nn.Module):
             return set(LORA_DEFAULT_TARGETS[model_type])
         if targets == ALL_LINEAR:
             return expand_all_linear(self.model, config.task_type)
-        return targets
+        return targets if isinstance(targets, str) else set(targets)
 
     def modules_to_save_for(self, config: LoraConfig) -> list[str]:
         names = list(config.modules_to_save or [])
@@ -88,14 +88,14 @@ class LoraModel(nn.Module):
         )
         modules = dict(logical_modules(self.model))
         plans: list[tuple[str, LoraLayer]] = []
-        used_fan_in_fan_out = set()
+        used_fan_in_fan_out: set[bool] = set()
         for name in names:
             module = modules[name]
             if isinstance(module, LoraLayer):
                 layer = module
             else:
                 layer, _ = make_lora_layer(module, config.fan_in_fan_out, name)
-            if hasattr(layer, "fan_in_fan_out"):  # Linear / Conv1D only: embeddings have no layout
+            if isinstance(layer, Linear):  # Linear / Conv1D only: embeddings have no layout
                 used_fan_in_fan_out.add(layer.fan_in_fan_out)
             if config.use_dora and not hasattr(layer, "lora_magnitude_vector"):
                 raise ValueError(
@@ -245,7 +245,9 @@ class LoraModel(nn.Module):
         config = getattr(self.model, "config", None)
         get_in = getattr(self.model, "get_input_embeddings", None)
         get_out = getattr(self.model, "get_output_embeddings", None)
-        if not getattr(config, "tie_word_embeddings", False) or not callable(get_in) or not callable(get_out):
+        if config is None or not getattr(config, "tie_word_embeddings", False):
+            return
+        if not callable(get_in) or not callable(get_out):
             return
         emb_in, emb_out = get_in(), get_out()
         if emb_in is not None and emb_out is not None and emb_in.weight is not emb_out.weight:
