@@ -1,8 +1,8 @@
 """`peftflow`: run the pipeline, reproduce a tracked run, compare runs.
 
-    peftflow run CONFIG.yaml [--set key=value ...] [--baseline]
-    peftflow reproduce RUN_ID
-    peftflow compare [--experiment NAME]
+peftflow run CONFIG.yaml [--set key=value ...] [--baseline]
+peftflow reproduce RUN_ID
+peftflow compare [--experiment NAME]
 """
 
 from __future__ import annotations
@@ -24,17 +24,32 @@ for _key, _value in {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="peftflow", description="PEFT fine-tuning pipeline (Prefect + MLflow)")
+    parser = argparse.ArgumentParser(
+        prog="peftflow", description="PEFT fine-tuning pipeline (Prefect + MLflow)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the fine-tuning flow on a YAML config", description="Run the finetune flow.")
+    run = sub.add_parser(
+        "run", help="run the fine-tuning flow on a YAML config", description="Run the finetune flow."
+    )
     run.add_argument("config", help="path to a YAML config (see configs/)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a parameter, e.g. --set peft.r=16 (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter, e.g. --set peft.r=16 (repeatable)",
+    )
     run.add_argument("--baseline", action="store_true", help="also evaluate the untrained adapter first")
-    rep = sub.add_parser("reproduce", help="re-run a tracked run and compare metrics and adapter checksum",
-                         description="Re-run a tracked run from its params.yaml and compare.")
+    rep = sub.add_parser(
+        "reproduce",
+        help="re-run a tracked run and compare metrics and adapter checksum",
+        description="Re-run a tracked run from its params.yaml and compare.",
+    )
     rep.add_argument("run_id", help="MLflow run id")
-    cmp_ = sub.add_parser("compare", help="table of runs in an experiment", description="Compare tracked runs.")
+    cmp_ = sub.add_parser(
+        "compare", help="table of runs in an experiment", description="Compare tracked runs."
+    )
     cmp_.add_argument("--experiment", default="peftflow", help="MLflow experiment name (default: peftflow)")
     return parser
 
@@ -101,7 +116,9 @@ def cmd_reproduce(run_id: str) -> int:
     params.tracking.run_name = f"reproduce-{original['name'] or run_id[:8]}"
     new = finetune(params)
     new_summary = RunTracker(new["run_id"]).summary()
-    names = sorted(k for k in original["metrics"] if k.startswith("eval_") or k in ("train_loss", "trainable_params"))
+    names = sorted(
+        k for k in original["metrics"] if k.startswith("eval_") or k in ("train_loss", "trainable_params")
+    )
     print(f"\n{'metric':<22}{'original':>14}{'reproduced':>14}  match")
     all_match = True
     for name in names:
@@ -111,7 +128,9 @@ def cmd_reproduce(run_id: str) -> int:
         print(f"{name:<22}{_fmt(a):>14}{_fmt(b):>14}  {'yes' if same else 'NO'}")
     old_sum, new_sum = original["tags"].get("adapter.sha256"), new_summary["tags"].get("adapter.sha256")
     same_adapter = old_sum is not None and old_sum == new_sum
-    print(f"{'adapter sha256':<22}{(old_sum or '-')[:12]:>14}{(new_sum or '-')[:12]:>14}  {'yes' if same_adapter else 'NO'}")
+    print(
+        f"{'adapter sha256':<22}{(old_sum or '-')[:12]:>14}{(new_sum or '-')[:12]:>14}  {'yes' if same_adapter else 'NO'}"
+    )
     print(f"new run: {new['run_id']}")
     return 0 if (all_match and same_adapter) else 1
 
@@ -133,12 +152,17 @@ def cmd_compare(experiment: str) -> int:
     rows = []
     for r in runs:
         m, p = r["metrics"], r["params"]
-        rows.append([
-            (r["name"] or r["run_id"][:8])[:24], p.get("peft.method", "-"), p.get("peft.r", "-"),
-            _fmt(m.get("trainable_percent")), *(_fmt(m.get(n)) for n in eval_names),
-            _fmt(m.get("train_runtime_s")),
-            _fmt(m["adapter_size_bytes"] / 1024) if "adapter_size_bytes" in m else "-",
-        ])
+        rows.append(
+            [
+                (r["name"] or r["run_id"][:8])[:24],
+                p.get("peft.method", "-"),
+                p.get("peft.r", "-"),
+                _fmt(m.get("trainable_percent")),
+                *(_fmt(m.get(n)) for n in eval_names),
+                _fmt(m.get("train_runtime_s")),
+                _fmt(m["adapter_size_bytes"] / 1024) if "adapter_size_bytes" in m else "-",
+            ]
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     for line in [header, *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)))

@@ -70,7 +70,9 @@ def evaluate_task(params: FinetuneParams, data: TokenizedData, adapter_dir: str 
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_task(params: FinetuneParams, adapter_dir: str, metrics: dict[str, float], fingerprint: str) -> str:
+def publish_task(
+    params: FinetuneParams, adapter_dir: str, metrics: dict[str, float], fingerprint: str
+) -> str:
     return publish_step.publish(params, adapter_dir, metrics, fingerprint)
 
 
@@ -89,7 +91,12 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
     tracker = tracking.RunTracker.start(params, tags=_prefect_tags())
     try:
         tracker.log_dataset(data, params)
-        logger.info("data: %d train / %d test rows (%s)", data.num_train, data.num_test, "cached" if data.cached else "tokenized")
+        logger.info(
+            "data: %d train / %d test rows (%s)",
+            data.num_train,
+            data.num_test,
+            "cached" if data.cached else "tokenized",
+        )
         wrap = wrap_task(params, data.label_names)
         tracker.log_wrap(wrap)
         baseline_metrics = evaluate_task(params, data, None).metrics if baseline else {}
@@ -107,10 +114,16 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
         raise
     tracker.finish()
     summary = {
-        "run_id": tracker.run_id, "experiment_id": tracker.experiment_id, "metrics": result.metrics,
-        "baseline_metrics": baseline_metrics, "trainable_percent": wrap.trainable_percent,
-        "adapter_dir": trained.adapter_dir, "adapter_sha256": checksum, "hub_commit": commit,
-        "train_runtime_s": trained.train_runtime_s, "dataset_fingerprint": data.fingerprint,
+        "run_id": tracker.run_id,
+        "experiment_id": tracker.experiment_id,
+        "metrics": result.metrics,
+        "baseline_metrics": baseline_metrics,
+        "trainable_percent": wrap.trainable_percent,
+        "adapter_dir": trained.adapter_dir,
+        "adapter_sha256": checksum,
+        "hub_commit": commit,
+        "train_runtime_s": trained.train_runtime_s,
+        "dataset_fingerprint": data.fingerprint,
         "data_cached": data.cached,
         "mlflow_url": tracker.url(),
     }

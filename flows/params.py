@@ -25,7 +25,7 @@ TASK_TYPES = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 class ModelParams(_Strict):
@@ -88,7 +88,7 @@ class DataParams(_Strict):
 class PeftParams(_Strict):
     method: Literal["lora"] = Field("lora", description="PEFT method")
     r: int = Field(8, gt=0, description="LoRA rank")
-    lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scaling = alpha / r)")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scaling = alpha / r)")
     lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the adapter input")
     target_modules: list[str] | str | None = Field(
         None, description="Module names, a regex, or 'all-linear'; empty = the architecture default"

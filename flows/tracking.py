@@ -62,7 +62,10 @@ def _client() -> MlflowClient:
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=os.path.dirname(os.path.abspath(__file__)),
         )
     except (OSError, subprocess.SubprocessError):
@@ -95,9 +98,10 @@ class RunTracker:
     @classmethod
     def start(cls, params: FinetuneParams, tags: dict[str, str | None]) -> RunTracker:
         """Create the run (and the experiment if needed) with params and environment tags."""
-        import peftcore
         import torch
         import transformers
+
+        import peftcore
 
         client = _client()
         experiment = client.get_experiment_by_name(params.tracking.experiment)
@@ -115,7 +119,9 @@ class RunTracker:
             **params.tracking.tags,
         }
         run = client.create_run(
-            experiment_id, run_name=params.tracking.run_name, tags={k: str(v) for k, v in all_tags.items() if v}
+            experiment_id,
+            run_name=params.tracking.run_name,
+            tags={k: str(v) for k, v in all_tags.items() if v},
         )
         tracker = cls(run.info.run_id)
         tracker.log_params(params)
@@ -143,31 +149,42 @@ class RunTracker:
     def log_dataset(self, data: TokenizedData, params: FinetuneParams) -> None:
         """The dataset as an MLflow input; its digest is the raw-data fingerprint."""
         from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         self.set_tag("dataset.fingerprint", data.fingerprint)
         # mlflow marks Dataset.profile abstract, but MetaDataset (not an ABC) leaves it unimplemented.
         dataset = MetaDataset(  # type: ignore[abstract]
             source=_dataset_source(params), name=_dataset_name(params), digest=data.fingerprint[:36]
         )
-        with mlflow.start_run(run_id=self.run_id):
-            mlflow.log_input(
-                dataset, context="training", tags={"num_train": str(data.num_train), "num_test": str(data.num_test)}
-            )
+        # Through the client, by run id: the fluent `with mlflow.start_run(run_id=...)` would end the
+        # run (status FINISHED) on leaving the block, before training has even started.
+        tags = {
+            MLFLOW_DATASET_CONTEXT: "training",
+            "num_train": str(data.num_train),
+            "num_test": str(data.num_test),
+        }
+        entity = DatasetInput(dataset._to_mlflow_entity(), [InputTag(k, v) for k, v in tags.items()])
+        self.client.log_inputs(self.run_id, datasets=[entity])
 
     def log_wrap(self, wrap: WrapResult) -> None:
         from mlflow.entities import Param
 
         self.log_metrics(
-            {"trainable_params": wrap.trainable_params, "all_params": wrap.all_params,
-             "trainable_percent": wrap.trainable_percent},
+            {
+                "trainable_params": wrap.trainable_params,
+                "all_params": wrap.all_params,
+                "trainable_percent": wrap.trainable_percent,
+            },
             step=0,
         )
         items = [Param(f"peft_config.{k}", _param_value(v)) for k, v in sorted(wrap.peft_config.items())]
         self.client.log_batch(self.run_id, params=items)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        from mlflow.entities import Metric
         import time
+
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
@@ -180,7 +197,9 @@ class RunTracker:
         for key, value in logs.items():
             if key == "loss":
                 renamed["train_loss"] = value
-            elif key.startswith("eval_") and key.endswith(("_runtime", "_samples_per_second", "_steps_per_second")):
+            elif key.startswith("eval_") and key.endswith(
+                ("_runtime", "_samples_per_second", "_steps_per_second")
+            ):
                 continue
             elif key in ("learning_rate", "grad_norm") or key.startswith("eval_"):
                 renamed[key] = value
@@ -189,10 +208,16 @@ class RunTracker:
     def log_train(self, result: TrainResult) -> str:
         """Figures, the adapter as an artifact, its checksum; returns the checksum."""
         weights = os.path.join(result.adapter_dir, "adapter_model.safetensors")
-        size = sum(os.path.getsize(os.path.join(result.adapter_dir, f)) for f in os.listdir(result.adapter_dir))
+        size = sum(
+            os.path.getsize(os.path.join(result.adapter_dir, f)) for f in os.listdir(result.adapter_dir)
+        )
         self.log_metrics(
-            {"train_runtime_s": result.train_runtime_s, "train_tokens_per_s": result.train_tokens_per_s,
-             "peak_memory_mb": result.peak_memory_mb, "adapter_size_bytes": size},
+            {
+                "train_runtime_s": result.train_runtime_s,
+                "train_tokens_per_s": result.train_tokens_per_s,
+                "peak_memory_mb": result.peak_memory_mb,
+                "adapter_size_bytes": size,
+            },
             step=result.global_step,
         )
         checksum = file_sha256(weights)
@@ -253,12 +278,20 @@ class RunTracker:
         try:
             return self.client.get_run(self.run_id)
         except mlflow.exceptions.MlflowException as exc:
-            raise ValueError(f"MLflow run {self.run_id!r} not found at {tracking_uri()}: {exc.message}") from None
+            raise ValueError(
+                f"MLflow run {self.run_id!r} not found at {tracking_uri()}: {exc.message}"
+            ) from None
 
     def summary(self) -> dict[str, Any]:
         run = self._get_run()
-        return {"run_id": self.run_id, "metrics": dict(run.data.metrics), "tags": dict(run.data.tags),
-                "params": dict(run.data.params), "name": run.info.run_name, "status": run.info.status}
+        return {
+            "run_id": self.run_id,
+            "metrics": dict(run.data.metrics),
+            "tags": dict(run.data.tags),
+            "params": dict(run.data.params),
+            "name": run.info.run_name,
+            "status": run.info.status,
+        }
 
 
 def search_runs(experiment: str) -> list[dict[str, Any]]:
@@ -269,8 +302,14 @@ def search_runs(experiment: str) -> list[dict[str, Any]]:
         raise ValueError(f"MLflow experiment {experiment!r} does not exist at {tracking_uri()}")
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=200)
     return [
-        {"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status, "metrics": dict(r.data.metrics),
-         "params": dict(r.data.params), "tags": dict(r.data.tags)}
+        {
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "status": r.info.status,
+            "metrics": dict(r.data.metrics),
+            "params": dict(r.data.params),
+            "tags": dict(r.data.tags),
+        }
         for r in runs
     ]
 

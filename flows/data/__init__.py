@@ -1,0 +1,1 @@
+"""Datasets shipped with the pipeline and the code that generates them."""

@@ -3,8 +3,9 @@
 - Checkpoints are adapter-only (`PeftModel.state_dict()` is the adapter state) and live in
   `<run_dir>/checkpoints/`; rerunning the same run directory resumes from the newest one.
 - After a successful run the final adapter is saved to `<run_dir>/adapter/` (HF PEFT format, with the
-  base model's Hub id as `base_model_name_or_path`) and the checkpoints are removed, so a rerun of a
-  finished run trains afresh instead of silently reusing the old result.
+  base model's Hub id as `base_model_name_or_path`; a local base without `model.hub_id` is recorded
+  by its local path, as `save_pretrained` does, which the publish step refuses) and the checkpoints
+  are removed, so a rerun of a finished run trains afresh instead of silently reusing the old result.
 - `on_log(step, logs)` receives every Trainer log (train loss, eval metrics) as it happens; the flow
   uses it to stream metrics to MLflow without this module knowing about MLflow.
 """
@@ -50,10 +51,14 @@ def data_collator(task: str, tokenizer: Any, model: Any) -> Any:
     if task == "token_cls":
         return DataCollatorForTokenClassification(tokenizer)
     # Causal and seq2seq: pad inputs with the pad token and labels with -100 (ignored by the loss).
-    return DataCollatorForSeq2Seq(tokenizer, model=model if task == "seq2seq_lm" else None, label_pad_token_id=-100)
+    return DataCollatorForSeq2Seq(
+        tokenizer, model=model if task == "seq2seq_lm" else None, label_pad_token_id=-100
+    )
 
 
-def classification_metrics(params: FinetuneParams, label_names: list[str] | None) -> Callable[[Any], dict[str, float]] | None:
+def classification_metrics(
+    params: FinetuneParams, label_names: list[str] | None
+) -> Callable[[Any], dict[str, float]] | None:
     """Per-evaluation metrics (eval_<name>) for sequence classification, computed exactly as the final
     evaluation computes them; other tasks log eval_loss during training."""
     if params.model.task != "seq_cls":
@@ -68,7 +73,9 @@ def classification_metrics(params: FinetuneParams, label_names: list[str] | None
     return compute
 
 
-def train(params: FinetuneParams, data: TokenizedData, run_dir: str, on_log: LogFn | None = None) -> TrainResult:
+def train(
+    params: FinetuneParams, data: TokenizedData, run_dir: str, on_log: LogFn | None = None
+) -> TrainResult:
     """Fine-tune the adapter described by `params` on `data`; returns where the adapter is and figures."""
     from datasets import load_from_disk
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
@@ -168,6 +175,10 @@ class _LogForwarder(TrainerCallback):
     def __init__(self, on_log: LogFn) -> None:
         self._forward = on_log
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:  # type: ignore[override]
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:  # type: ignore[override]
         if logs:
-            self._forward(int(state.global_step), {k: float(v) for k, v in logs.items() if isinstance(v, int | float)})
+            self._forward(
+                int(state.global_step), {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
+            )

@@ -20,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+import safetensors.torch
 import torch
 import yaml
 
@@ -43,6 +44,13 @@ METRICS = {
     "token_cls": ["seqeval"],
     "causal_lm": ["exact_match"],
     "seq2seq_lm": ["exact_match", "rouge"],
+}
+SEQEVAL = {f"eval_{kind}_{m}" for kind in ("LOC", "PER") for m in ("precision", "recall", "f1", "number")}
+EVAL_METRICS = {
+    "seq_cls": {"eval_accuracy", "eval_f1"},
+    "token_cls": SEQEVAL | {f"eval_overall_{m}" for m in ("precision", "recall", "f1", "accuracy")},
+    "causal_lm": {"eval_exact_match"},
+    "seq2seq_lm": {"eval_exact_match", "eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum"},
 }
 # Every run logs these, whatever the task (eval_loss comes from the evaluations during training).
 FIXED_METRICS = {
@@ -115,7 +123,9 @@ def _prefect_client() -> Any:
 
 def _git_head() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
     except OSError:
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -130,6 +140,11 @@ def _recorded_predictions(client: Any, run_id: str, dest: Path) -> list[dict[str
     table = json.loads(_download(client, run_id, "eval_predictions.json", dest).read_text())
     assert table["columns"] == ["input", "reference", "prediction", "correct"]
     return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
+def _as_param(value: Any) -> str:
+    """How a config value reads as an MLflow param: JSON for lists and dicts, else str()."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
 
 
 def _as_recorded(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -148,14 +163,24 @@ def _assert_no_trace(client: Any, output_dir: Path) -> None:
 
 @pytest.mark.parametrize("task", fixtures.TASKS)
 def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
-    task: str, models: dict[str, str], mlflow_store: Any, tmp_path: Path
+    task: str, models: dict[str, str], mlflow_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    client = mlflow_store
     params = FinetuneParams.model_validate(_config(tmp_path, models[task], task))
+    status_while_training: list[str] = []
+    real_train = train_step.train
+
+    def observed_train(*args: Any, **kwargs: Any) -> Any:
+        experiment = client.get_experiment_by_name(f"flow-{task}")
+        status_while_training.extend(r.info.status for r in client.search_runs([experiment.experiment_id]))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(train_step, "train", observed_train)
     summary = finetune(params)
 
-    client = mlflow_store
     run = client.get_run(summary["run_id"])
-    assert run.info.status == "FINISHED"
+    assert status_while_training == ["RUNNING"]  # the run is open while it trains, closed after
+    assert run.info.status == "FINISHED" and run.info.end_time is not None
     assert client.get_experiment(run.info.experiment_id).name == f"flow-{task}"
     assert summary["data_cached"] is False
 
@@ -174,8 +199,8 @@ def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
 
     # Metrics: exactly these names, final values consistent with the summary.
     metrics = run.data.metrics
-    eval_names = {f"eval_{k}" for k in summary["metrics"]}
-    assert set(metrics) == FIXED_METRICS | eval_names
+    assert {f"eval_{k}" for k in summary["metrics"]} == EVAL_METRICS[task]
+    assert set(metrics) == FIXED_METRICS | EVAL_METRICS[task]
     for name, value in summary["metrics"].items():
         assert metrics[f"eval_{name}"] == pytest.approx(value, abs=1e-12)
     assert 0 < metrics["trainable_params"] < metrics["all_params"]
@@ -183,7 +208,9 @@ def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
         100 * metrics["trainable_params"] / metrics["all_params"], rel=1e-12
     )
     assert metrics["trainable_percent"] == pytest.approx(summary["trainable_percent"], rel=1e-12)
-    assert metrics["train_runtime_s"] > 0 and metrics["train_tokens_per_s"] > 0 and metrics["peak_memory_mb"] > 0
+    assert (
+        metrics["train_runtime_s"] > 0 and metrics["train_tokens_per_s"] > 0 and metrics["peak_memory_mb"] > 0
+    )
     losses = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in losses] == list(range(1, MAX_STEPS + 1))  # logging_steps=1
     assert all(m.value > 0 for m in losses)
@@ -244,11 +271,22 @@ def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
     assert sorted(os.listdir(adapter)) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     weights = (adapter / "adapter_model.safetensors").read_bytes()
     assert hashlib.sha256(weights).hexdigest() == summary["adapter_sha256"]
+    # The adapter file holds exactly the trainable parameters (LoRA A/B, plus the head for classifiers).
+    assert sum(t.numel() for t in safetensors.torch.load(weights).values()) == metrics["trainable_params"]
     assert metrics["adapter_size_bytes"] == sum(f.stat().st_size for f in adapter.iterdir())
     # A local base and no model.hub_id: save_pretrained records the local path (as HF PEFT does), which
     # loads on this machine only; the model card leaves it out of its metadata.
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == models[task]
+    saved_config = json.loads((adapter / "adapter_config.json").read_text())
+    assert saved_config["base_model_name_or_path"] == models[task]
     assert "base_model:" not in (adapter / "README.md").read_text()
+    # The tracked peft_config.* params are the saved config (e.g. fan_in_fan_out turned on for GPT-2's
+    # Conv1D), but for the two fields save_pretrained sets: the base path and inference_mode.
+    assert saved_config["inference_mode"] is True and logged["peft_config.inference_mode"] == "False"
+    assert logged["peft_config.base_model_name_or_path"] == "None"
+    tracked = {k.removeprefix("peft_config."): v for k, v in logged.items() if k.startswith("peft_config.")}
+    assert tracked.keys() == saved_config.keys()
+    for key in saved_config.keys() - {"base_model_name_or_path", "inference_mode"}:
+        assert tracked[key] == _as_param(saved_config[key]), key
     assert not (Path(summary["adapter_dir"]).parent / "checkpoints").exists()
     saved = yaml.safe_load(_download(client, run.info.run_id, "params.yaml", tmp_path / "dl").read_text())
     assert FinetuneParams.model_validate(saved) == params
@@ -296,7 +334,9 @@ def test_second_identical_run_reuses_the_tokenized_data(
     assert "baseline_accuracy" not in mlflow_store.get_run(first["run_id"]).data.metrics
 
 
-def test_eval_every_steps_logs_each_evaluation(models: dict[str, str], mlflow_store: Any, tmp_path: Path) -> None:
+def test_eval_every_steps_logs_each_evaluation(
+    models: dict[str, str], mlflow_store: Any, tmp_path: Path
+) -> None:
     config = _config(tmp_path, models["seq_cls"], "seq_cls", train={"eval_every": "steps", "eval_steps": 2})
     summary = finetune(FinetuneParams.model_validate(config))
     history = mlflow_store.get_metric_history(summary["run_id"], "eval_accuracy")
@@ -334,7 +374,9 @@ def test_published_run_loads_by_hub_id_with_the_auto_class(
     assert api.model_info("user/tiny-bert-lora").private
 
     # The adapter names its base by Hub id, so the Auto class loads both by themselves.
-    model = peftcore.AutoPeftModelForSequenceClassification.from_pretrained("user/tiny-bert-lora", token=token)
+    model = peftcore.AutoPeftModelForSequenceClassification.from_pretrained(
+        "user/tiny-bert-lora", token=token
+    )
     assert type(model) is peftcore.PeftModelForSequenceClassification
     data = data_step.tokenize(params, os.path.join(params.output_dir, "cache", "tokenized"))
     recorded = _recorded_predictions(mlflow_store, run.info.run_id, tmp_path / "dl")
@@ -351,7 +393,9 @@ def _closed_port() -> int:
 def _bad_case(case: str, root: Path) -> tuple[dict[str, Any], str]:
     """(config sections to change, the error it must raise) for one kind of bad input."""
     if case == "missing column":
-        return {"data": {"text_column": "review"}}, r"data\.text_column='review' is not a column of the train split"
+        return {
+            "data": {"text_column": "review"}
+        }, r"data\.text_column='review' is not a column of the train split"
     if case == "empty split":
         (root / "empty.jsonl").write_text("")
         return {"data": {"test_file": str(root / "empty.jsonl")}}, r"data\.test_file=.*no rows.*test split"
@@ -363,14 +407,22 @@ def _bad_case(case: str, root: Path) -> tuple[dict[str, Any], str]:
             r"test split .*labels not in label_names: \['neutral'\]",
         )
     if case == "invalid json":
-        (root / "broken.jsonl").write_text('{"text": "fine", "label": "positive"}\n{"text": "cut off", "lab\n')
-        return {"data": {"train_file": str(root / "broken.jsonl")}}, r"data\.train_file=.*line 2 is not valid JSON"
+        (root / "broken.jsonl").write_text(
+            '{"text": "fine", "label": "positive"}\n{"text": "cut off", "lab\n'
+        )
+        return {
+            "data": {"train_file": str(root / "broken.jsonl")}
+        }, r"data\.train_file=.*line 2 is not valid JSON"
     if case == "unknown metric":
-        return {"eval": {"metrics": ["accuracy", "no_such_metric"]}}, r"unknown metric 'no_such_metric'.*HF_HUB_OFFLINE=1"
+        return {
+            "eval": {"metrics": ["accuracy", "no_such_metric"]}
+        }, r"unknown metric 'no_such_metric'.*HF_HUB_OFFLINE=1"
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["missing column", "empty split", "unknown label", "invalid json", "unknown metric"])
+@pytest.mark.parametrize(
+    "case", ["missing column", "empty split", "unknown label", "invalid json", "unknown metric"]
+)
 def test_bad_input_fails_before_any_model_loads(
     case: str, models: dict[str, str], mlflow_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
