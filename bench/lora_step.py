@@ -12,7 +12,8 @@ A second peftcore instance gives an A/A line (peftcore ÷ peftcore): the machine
 and that line shows how far a ratio drifts from 1.00 on noise alone.
 
 Timing is interleaved round by round, in a rotating order, so slow phases of the machine hit every
-variant alike; warm-up rounds are dropped and each ratio is the median of the per-round ratios.
+variant alike; warm-up rounds are dropped and each ratio is the median of the per-round ratios,
+of wall-clock time (the headline figure) and of process CPU time (less sensitive to other load).
 Peak memory is measured in a fresh subprocess per variant (CPU: peak RSS above the RSS right after
 the imports, i.e. model, optimizer state and activations; CUDA: torch.cuda.max_memory_allocated).
 
@@ -162,8 +163,12 @@ def trainable_count(model: nn.Module) -> int:
 
 def time_config(
     config: str, variants: list[str], setup: Setup, rounds: int, warmup: int, steps: int
-) -> tuple[dict[str, list[float]], dict[str, float], dict[str, int]]:
-    """Seconds per step for each variant in each kept round, the first losses, trainable counts."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float], dict[str, int]]:
+    """Per kept round, wall and process-CPU seconds per step of each variant; first losses; trainable counts.
+
+    CPU time counts the work done by this process whatever share of the cores it got, so on a shared
+    machine its ratios scatter less than wall-clock ones (on CUDA it only counts the host side).
+    """
     batch = make_batch(setup)
     steppers, first_loss, trainable = {}, {}, {}
     for v in variants:
@@ -172,17 +177,19 @@ def time_config(
         steppers[v] = make_step(model, opt, batch)
         first_loss[v] = float(steppers[v]())  # also the first warm-up step
     per_round: dict[str, list[float]] = {v: [] for v in variants}
+    per_round_cpu: dict[str, list[float]] = {v: [] for v in variants}
     for rnd in range(warmup + rounds):
         k = rnd % len(variants)
         for v in variants[k:] + variants[:k]:  # rotate who goes first
             sync(setup.device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 steppers[v]()
             sync(setup.device)
             if rnd >= warmup:
                 per_round[v].append((time.perf_counter() - t0) / steps)
-    return per_round, first_loss, trainable
+                per_round_cpu[v].append((time.process_time() - c0) / steps)
+    return per_round, per_round_cpu, first_loss, trainable
 
 
 def ratio(per_round: dict[str, list[float]], num: str, den: str) -> tuple[float, float, float]:
@@ -251,7 +258,7 @@ def measure_memory(variant: str, config: str, args: argparse.Namespace) -> dict[
 def report_config(config: str, variants: list[str], setup: Setup, args: argparse.Namespace) -> None:
     targets, r, _ = CONFIGS[config]
     print(f"\n== {config}: target_modules={targets!r} r={r} ==")
-    per_round, first_loss, trainable = time_config(
+    per_round, per_round_cpu, first_loss, trainable = time_config(
         config, variants, setup, args.rounds, args.warmup, args.steps
     )
     # peftcore-b is the same build as peftcore: its memory would only repeat that figure.
@@ -259,7 +266,8 @@ def report_config(config: str, variants: list[str], setup: Setup, args: argparse
     memory = {v: measure_memory(v, config, args) if v in measured else None for v in variants}
     mem_head = "" if args.skip_memory else ("peak MiB" if args.device == "cuda" else "peak MiB over imports")
     print(
-        f"  {'variant':<12} {'trainable':>10} {'first loss':>11} {'median s/step':>14} {'min s/step':>11}  {mem_head}"
+        f"  {'variant':<12} {'trainable':>10} {'first loss':>11} {'median s/step':>14} {'min s/step':>11}"
+        f" {'median cpu s/step':>18}  {mem_head}"
     )
     for v in variants:
         m = memory[v]
@@ -267,7 +275,7 @@ def report_config(config: str, variants: list[str], setup: Setup, args: argparse
         times = per_round[v]
         print(
             f"  {v:<12} {trainable[v]:>10,} {first_loss[v]:>11.6f} "
-            f"{statistics.median(times):>14.4f} {min(times):>11.4f}  {mem}"
+            f"{statistics.median(times):>14.4f} {min(times):>11.4f} {statistics.median(per_round_cpu[v]):>18.4f}  {mem}"
         )
     # Same base weights and B = 0 at init: every variant's first loss must agree.
     spread = max(first_loss.values()) - min(first_loss.values())
@@ -279,7 +287,8 @@ def report_config(config: str, variants: list[str], setup: Setup, args: argparse
     lines.append(("peftcore/floor", "peftcore", "floor", "target <= 1.06x"))
     for label, num, den, note in lines:
         med, lo, hi = ratio(per_round, num, den)
-        print(f"  ratio {label:<20} = {med:.3f}x  (rounds {lo:.3f}-{hi:.3f}; {note})")
+        cpu = ratio(per_round_cpu, num, den)[0]
+        print(f"  ratio {label:<20} = {med:.3f}x  (rounds {lo:.3f}-{hi:.3f}; cpu time {cpu:.3f}x; {note})")
     if "peft" not in variants:
         print("  ratio peftcore/peft          : skipped (peft not installed)")
     if memory.get("peftcore") and memory.get("peft"):
