@@ -13,10 +13,10 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from peftcore import AutoPeftModelForSequenceClassification, LoraConfig, TaskType, get_peft_model  # noqa: E402
+from peftcore import AutoPeftModelForSequenceClassification, LoraConfig, TaskType, get_peft_model
 
 TRAIN = [
     ("An absolute joy from start to finish, I would gladly go back.", 1),
