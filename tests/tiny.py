@@ -18,8 +18,13 @@ def build(arch: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     if arch == "llama":
         cfg: Any = tf.LlamaConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=VOCAB,
+            max_position_embeddings=64,
         )
         model: nn.Module = tf.LlamaForCausalLM(cfg)
     elif arch == "gpt2":
@@ -27,20 +32,37 @@ def build(arch: str, seed: int = 0) -> nn.Module:
         model = tf.GPT2LMHeadModel(cfg)
     elif arch == "opt":
         cfg = tf.OPTConfig(
-            hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=VOCAB,
-            max_position_embeddings=64, word_embed_proj_dim=32,
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            vocab_size=VOCAB,
+            max_position_embeddings=64,
+            word_embed_proj_dim=32,
         )
         model = tf.OPTForCausalLM(cfg)
     elif arch == "t5":
         cfg = tf.T5Config(
-            d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, num_decoder_layers=2, vocab_size=VOCAB,
-            decoder_start_token_id=0, pad_token_id=0,
+            d_model=32,
+            d_ff=64,
+            d_kv=8,
+            num_heads=4,
+            num_layers=2,
+            num_decoder_layers=2,
+            vocab_size=VOCAB,
+            decoder_start_token_id=0,
+            pad_token_id=0,
         )
         model = tf.T5ForConditionalGeneration(cfg)
     elif arch == "bert":
         cfg = tf.BertConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=VOCAB,
-            max_position_embeddings=64, num_labels=3,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            vocab_size=VOCAB,
+            max_position_embeddings=64,
+            num_labels=3,
         )
         model = tf.BertForSequenceClassification(cfg)
     else:
@@ -48,7 +70,13 @@ def build(arch: str, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-TASK = {"llama": "CAUSAL_LM", "gpt2": "CAUSAL_LM", "opt": "CAUSAL_LM", "t5": "SEQ_2_SEQ_LM", "bert": "SEQ_CLS"}
+TASK = {
+    "llama": "CAUSAL_LM",
+    "gpt2": "CAUSAL_LM",
+    "opt": "CAUSAL_LM",
+    "t5": "SEQ_2_SEQ_LM",
+    "bert": "SEQ_CLS",
+}
 
 
 def inputs(arch: str, batch: int = 2, length: int = 7, seed: int = 1) -> dict[str, torch.Tensor]:
