@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast lint format typecheck bench check clean
+.PHONY: setup run example test test-fast lint format typecheck bench check clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 run: setup
+	$(PY) -m flows.cli run configs/quickstart.yaml --baseline
+
+example: setup
 	$(PY) examples/lora_minilm.py
 
 test: setup
@@ -46,6 +49,7 @@ check: lint typecheck test
 
 bench: setup
 	$(PY) bench/lora_step.py
+	HF_HUB_OFFLINE=1 $(PY) bench/pipeline.py
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

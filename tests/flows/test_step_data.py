@@ -334,20 +334,13 @@ def test_error_template_placeholder_not_a_column(
     )
 
 
-def test_error_generative_without_target_column(
-    tmp_path: Path, models: dict[str, str], encoder_calls: list[int]
-) -> None:
+def test_error_generative_without_target_column(tmp_path: Path) -> None:
+    """Caught by the parameters themselves, before any step runs."""
+    import pydantic
+
     train = fixtures.write_jsonl(tmp_path / "lm.jsonl", fixtures.rows("causal_lm", 4))
-    params = make_params(
-        models["causal_lm"], "causal_lm", train_file=train, test_fraction=0.25, prompt_template="{text}"
-    )
-    _fails(
-        params,
-        tmp_path,
-        encoder_calls,
-        ValueError,
-        r"data.target_column is required for model.task='causal_lm'",
-    )
+    with pytest.raises(pydantic.ValidationError, match=r"model.task='causal_lm' needs data.target_column"):
+        make_params("gpt2-local", "causal_lm", train_file=train, test_fraction=0.25, prompt_template="{text}")
 
 
 def test_error_empty_split_and_file_without_rows(tmp_path: Path, encoder_calls: list[int]) -> None:
