@@ -4,9 +4,13 @@ Plain torch (no Prefect, no MLflow): load the bundled MiniLM, wrap it with peftc
 the untrained test accuracy (random head, should be near 0.5), train with AdamW and a linear
 schedule on 2 threads, measure again, print both accuracies and the wall times.
 
-    .venv/bin/python bench/quickstart_accuracy.py --epochs 3 --lr 2e-3 --batch-size 16
+    .venv/bin/python bench/quickstart_accuracy.py                 # the recommended recipe (defaults)
+    .venv/bin/python bench/quickstart_accuracy.py --seed 1 --eval-each-epoch --show-errors 20
 
-Used to tune the data's difficulty and the recipe in configs/quickstart.yaml.
+Used to tune the data's difficulty and the recipe in configs/quickstart.yaml: LoRA r=8, alpha=16,
+dropout 0.05 on query/value plus the classifier head; AdamW lr 3e-3, weight decay 0.01, 10% linear
+warmup then linear decay; batch 16, 3 epochs, max_length 64. Hotter settings (lr 5e-3 with alpha 32)
+scored as well on some seeds but failed to learn at all on another, so the default stays at 3e-3.
 """
 
 from __future__ import annotations
@@ -67,19 +71,20 @@ def accuracy(model: torch.nn.Module, enc, labels: list[int], pad_id: int) -> flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--r", type=int, default=8)
     ap.add_argument("--alpha", type=int, default=16)
-    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--dropout", type=float, default=0.05)
     ap.add_argument("--weight-decay", type=float, default=0.01)
-    ap.add_argument("--warmup", type=float, default=0.06, help="fraction of steps")
+    ap.add_argument("--warmup", type=float, default=0.1, help="fraction of steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--targets", default="query,value", help="comma-separated LoRA target modules")
     ap.add_argument("--modules-to-save", default="", help="extra fully trained modules besides the head")
     ap.add_argument("--eval-each-epoch", action="store_true")
+    ap.add_argument("--train-acc", action="store_true", help="also report accuracy on the training split")
     ap.add_argument("--show-errors", type=int, default=0, help="print this many misclassified test rows")
     args = ap.parse_args()
 
@@ -144,8 +149,8 @@ def main() -> None:
     t_train, cpu_train = time.perf_counter() - t1, time.process_time() - c1
     preds = predict(model, enc_test, y_test, pad)
     acc1 = sum(p == y for p, y in zip(preds, y_test)) / len(y_test)
-    acc_train = accuracy(model, enc_train, y_train, pad)
-    total_s = time.perf_counter() - t0
+    total_s, total_cpu = time.perf_counter() - t0, time.process_time()
+    acc_train = accuracy(model, enc_train, y_train, pad) if args.train_acc else float("nan")
 
     print(
         f"rows: train {len(train)} test {len(test)} | tokens: median {lengths[len(lengths) // 2]}, "
@@ -159,11 +164,11 @@ def main() -> None:
     for row in errors[: args.show_errors]:
         print(f"  wrong ({row['label']}): {row['text']}")
     print(f"untrained test acc: {acc0:.4f}")
-    print(f"trained   test acc: {acc1:.4f}   (train acc {acc_train:.4f})")
+    print(f"trained   test acc: {acc1:.4f}" + (f"   (train acc {acc_train:.4f})" if args.train_acc else ""))
     # On a shared machine wall time overstates the cost; CPU seconds / threads is the idle-machine wall time.
     print(
         f"time: load {t_load:.1f}s, train {t_train:.1f}s (cpu {cpu_train:.1f}s), total {total_s:.1f}s "
-        f"(cpu {time.process_time():.1f}s)"
+        f"(cpu {total_cpu:.1f}s)"
     )
 
 

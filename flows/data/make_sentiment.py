@@ -10,8 +10,9 @@ mislead often enough that a model has to read: contrasts whose verdict clause de
 negated praise and negated criticism, comparisons, sarcasm (positive words, negative label) and
 complaints that are really praise.
 
-Train and test are built to differ: about a fifth of the sentiment-bearing fragments, one aspect
-per domain and one domain per template are held out of training, and every test review must
+Train and test are built to differ: about a fifth of the fragments (chosen by a hash of their
+text), one aspect per domain and one domain per template are held out of training; test draws on
+them preferentially, and every test review must
 contain at least one sentiment-bearing fragment (or template/domain pairing) that no training
 review contains. Test therefore measures generalisation to new wording, not recall.
 """
@@ -97,7 +98,7 @@ class Composer:
         if self.split == "train":
             pool = kept
         else:
-            pool = held if held and self.rng.random() < 0.3 else list(items)
+            pool = held if held and self.rng.random() < 0.25 else list(items)
         item = self.rng.choice(pool)
         if polar:
             self.used.add(item)
@@ -218,11 +219,12 @@ class Composer:
                 body = [self.pick(lex.SARCASM_FRAME).format(event=self.pick(dom.events_neg))]
         else:
             form = self.pick(lex.BACKHANDED_POS)
-            body = [self.fill(form.replace("{c}", self.pick(dom.only_complaint)), dom)]
-            body[0] = cap(body[0])
-            if self.chance(0.5):
-                body.insert(0, cap(self.whole(dom, pol)) + ".")
-        return self.frame(dom, body, pol, opener=0.2, closer=0.0)
+            complaint = self.pick(dom.only_complaint)
+            body = [cap(self.fill(form.replace("{c}", complaint).replace("{C}", cap(complaint)), dom))]
+            # Without the praise next to it, "the worst thing is that it had to end" is a guess.
+            body.insert(self.rng.randrange(2), cap(self.whole(dom, pol)) + ".")
+        # A neutral opener on most sarcasm keeps sentence count from giving the label away.
+        return self.frame(dom, body, pol, opener=0.6 if pol == "neg" else 0.1, closer=0.0)
 
     def mixed_verdict(self, dom: lex.Domain, pol: str) -> str:
         a = self.aspect(dom)
@@ -319,8 +321,8 @@ def dataset_card(splits: dict[str, list[dict[str, str]]]) -> str:
         "this project in `flows/data/sentiment_lexicon.py`; it contains no third-party text. Templates mix",
         'plain praise and criticism with contrasts ("the decor was awful, but luckily it was the best meal',
         'we\'ve had in months"), negation ("wasn\'t bad at all", "I wouldn\'t call it great"), comparisons,',
-        "hedges, light sarcasm and complaints that are really praise. About a fifth of the sentiment-bearing",
-        "fragments, one aspect per domain and one domain per template are kept out of training, and every",
+        "hedges, light sarcasm and complaints that are really praise. About a fifth of the fragments, one",
+        "aspect per domain and one domain per template are kept out of training, and every",
         "test review contains wording (or a template/domain pairing) that no training review contains, so",
         "test accuracy measures generalisation rather than recall. Duplicates (ignoring case and",
         "punctuation) are removed; labels are balanced exactly.",

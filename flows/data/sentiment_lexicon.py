@@ -239,12 +239,12 @@ SARCASM_FRAME = (
     "Absolutely loved {event}. Really.",
 )
 
-# Positive reviews dressed up as complaints.
+# Positive reviews dressed up as complaints; {c} is the complaint ({C} capitalised).
 BACKHANDED_POS = (
     "My only complaint is that {c}.",
     "The worst thing about {subj} is that {c}.",
     "If I had to nitpick, it would be that {c}.",
-    "My one gripe? {c}.",
+    "My one gripe? {C}.",
     "I'd give it six stars if I could; my single grumble is that {c}.",
 )
 
@@ -831,7 +831,7 @@ HOTEL = Domain(
         "it was nothing like the photos",
     ),
     sarcasm=(
-        "Loved the free wake-up call at 3 a.m. courtesy of the bar downstairs.",
+        "Loved the free wake-up call at 3am courtesy of the bar downstairs.",
         "The 'sea view' was a sliver of grey between two car parks. Breathtaking.",
         "Really enjoyed the surprise cold showers every morning.",
         "Nothing makes you feel welcome like being charged for a minibar you never opened.",

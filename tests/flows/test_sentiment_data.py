@@ -64,7 +64,18 @@ def test_rows_have_text_and_a_known_label(shipped: dict[str, list[dict[str, str]
         for row in rows:
             assert set(row) == {"text", "label"}
             assert row["label"] in LABELS
-            assert row["text"] == row["text"].strip() and len(row["text"].split()) >= 2
+            assert row["text"] == row["text"].strip() and len(row["text"]) >= 4
+
+
+def test_text_reads_as_finished_sentences(shipped: dict[str, list[dict[str, str]]]) -> None:
+    """No unfilled placeholder, doubled space or lowercase sentence start leaks from the templates."""
+    for rows in shipped.values():
+        for row in rows:
+            text = row["text"]
+            assert "{" not in text and "}" not in text, text
+            assert "  " not in text and ",," not in text and ".." not in text, text
+            assert text[0].isupper() and text[-1] in ".!?", text
+            assert not re.search(r"[.!?] [a-z]", text), text
 
 
 def test_sizes(shipped: dict[str, list[dict[str, str]]]) -> None:
