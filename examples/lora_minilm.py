@@ -1,11 +1,12 @@
 """peftcore end to end on a real pretrained model, offline: wrap → train → save → reload → predict.
 
 The bundled all-MiniLM-L6-v2 (a 6-layer BERT) gets a LoRA adapter for sentiment classification. Run it
-with `python examples/lora_minilm.py` (or `make example`); it takes well under a minute on 2 CPU cores.
+with `python examples/lora_minilm.py` (or `make example`); it takes about half a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -18,20 +19,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from peftcore import AutoPeftModelForSequenceClassification, LoraConfig, TaskType, get_peft_model
 
-TRAIN = [
-    ("An absolute joy from start to finish, I would gladly go back.", 1),
-    ("The staff went out of their way to help us, lovely stay.", 1),
-    ("Not bad at all, honestly better than I expected.", 1),
-    ("Sturdy, quiet and it just works. Worth every penny.", 1),
-    ("The plot drags, but the ending made the whole film worth it.", 1),
-    ("Great battery life and the screen is gorgeous.", 1),
-    ("It broke after two days and support never answered.", 0),
-    ("I wouldn't call it great; the food was cold and bland.", 0),
-    ("Loud, cramped and overpriced. Never again.", 0),
-    ("The app keeps crashing whenever I open the camera.", 0),
-    ("Nice packaging, but the product itself is flimsy and useless.", 0),
-    ("A dull, predictable story with wooden acting.", 0),
-]
+DATA = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "flows", "data", "sentiment", "train.jsonl"
+)
 PROBE = [
     "Friendly people and the best coffee in town.",
     "It stopped charging within a week, a total waste of money.",
@@ -51,24 +41,26 @@ def main() -> int:
 
     # 1. Config and 2. wrap: LoRA on the attention query/value projections; the new classifier head is
     # trained in full (SEQ_CLS adds it to modules_to_save).
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1)
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.05)
     model = get_peft_model(model, config)
     model.print_trainable_parameters()
 
-    # 3. Train with a plain PyTorch loop.
-    texts, labels = zip(*TRAIN, strict=True)
-    batch = tokenizer(list(texts), padding=True, return_tensors="pt")
-    targets = torch.tensor(labels)
+    # 3. Train with a plain PyTorch loop: one epoch over 400 of the quickstart's reviews.
+    with open(DATA, encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh][:400]
     optimizer = torch.optim.AdamW((p for p in model.parameters() if p.requires_grad), lr=3e-3)
     model.train()
     start = time.perf_counter()
-    for step in range(30):
+    for step in range(0, len(rows), 16):
+        chunk = rows[step : step + 16]
+        batch = tokenizer([r["text"] for r in chunk], padding=True, return_tensors="pt")
+        targets = torch.tensor([LABELS.index(r["label"]) for r in chunk])
         loss = model(**batch, labels=targets).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if step % 10 == 0 or step == 29:
-            print(f"step {step:2d}  loss {loss.item():.4f}")
+        if step % 160 == 0:
+            print(f"step {step // 16:2d}  loss {loss.item():.4f}")
     print(f"trained in {time.perf_counter() - start:.1f}s")
 
     # 4. Save: only the adapter (and the head) — a few hundred KB instead of the 90 MB model.
