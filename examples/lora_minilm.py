@@ -1,7 +1,7 @@
 """peftcore end to end on a real pretrained model, offline: wrap → train → save → reload → predict.
 
 The bundled all-MiniLM-L6-v2 (a 6-layer BERT) gets a LoRA adapter for sentiment classification. Run it
-with `python examples/lora_minilm.py` (or `make example`); it takes about half a minute on 2 CPU cores.
+with `python examples/lora_minilm.py` (or `make example`); it takes under a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -45,22 +45,22 @@ def main() -> int:
     model = get_peft_model(model, config)
     model.print_trainable_parameters()
 
-    # 3. Train with a plain PyTorch loop: one epoch over 400 of the quickstart's reviews.
+    # 3. Train with a plain PyTorch loop: two epochs over 400 of the quickstart's reviews.
     with open(DATA, encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh][:400]
     optimizer = torch.optim.AdamW((p for p in model.parameters() if p.requires_grad), lr=3e-3)
     model.train()
     start = time.perf_counter()
-    for step in range(0, len(rows), 16):
-        chunk = rows[step : step + 16]
+    batches = [rows[i : i + 16] for i in range(0, len(rows), 16)] * 2
+    for step, chunk in enumerate(batches):
         batch = tokenizer([r["text"] for r in chunk], padding=True, return_tensors="pt")
         targets = torch.tensor([LABELS.index(r["label"]) for r in chunk])
         loss = model(**batch, labels=targets).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if step % 160 == 0:
-            print(f"step {step // 16:2d}  loss {loss.item():.4f}")
+        if step % 10 == 0 or step == len(batches) - 1:
+            print(f"step {step:2d}  loss {loss.item():.4f}")
     print(f"trained in {time.perf_counter() - start:.1f}s")
 
     # 4. Save: only the adapter (and the head) — a few hundred KB instead of the 90 MB model.
