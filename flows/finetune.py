@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 
 from flows import tracking
 from flows.params import FinetuneParams
@@ -22,6 +23,8 @@ from flows.steps import evaluate as evaluate_step
 from flows.steps import model as model_step
 from flows.steps import publish as publish_step
 from flows.steps import train as train_step
+
+TRAINING_LIMIT = "peftflow-training"
 
 
 def run_key(params: FinetuneParams) -> str:
@@ -59,7 +62,15 @@ def wrap_task(params: FinetuneParams, label_names: list[str] | None) -> WrapResu
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(params: FinetuneParams, data: TokenizedData, run_dir: str, run_id: str) -> TrainResult:
-    return train_step.train(params, data, run_dir, on_log=tracking.RunTracker(run_id).log_step)
+    # One training at a time on a machine (one GPU): `peftflow serve` creates this global limit with one
+    # slot, so a second training waits here. Without a server (ephemeral mode) the limit does not exist
+    # and this is a no-op.
+    with concurrency(TRAINING_LIMIT, occupy=1, strict=False):
+        if params.train.launcher == "accelerate":
+            from flows import launch
+
+            return launch.train(params, data, run_dir, run_id)
+        return train_step.train(params, data, run_dir, on_log=tracking.RunTracker(run_id).log_step)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)

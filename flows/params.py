@@ -7,6 +7,7 @@ Hub token comes from `HF_TOKEN`, the tracking credentials from MLflow's own envi
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,6 +131,22 @@ class TrainParams(_Strict):
         None, gt=0, description="Stop after N evals without improvement"
     )
     num_threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
+    launcher: Literal["none", "accelerate"] = Field(
+        "none",
+        description="none: train in the flow's process; accelerate: `accelerate launch` (DDP/FSDP/DeepSpeed)",
+    )
+    num_processes: int = Field(
+        1, ge=1, le=1024, description="Processes for launcher=accelerate (GPUs, or CPU processes with gloo)"
+    )
+    accelerate_config: str | None = Field(
+        None, description="accelerate config file for launcher=accelerate, e.g. infra/accelerate/ddp.yaml"
+    )
+
+    @model_validator(mode="after")
+    def _launch(self) -> TrainParams:
+        if self.launcher == "none" and (self.num_processes > 1 or self.accelerate_config):
+            raise ValueError("train.num_processes > 1 and train.accelerate_config need train.launcher=accelerate")
+        return self
 
 
 class EvalParams(_Strict):
@@ -159,6 +176,61 @@ class TrackingParams(_Strict):
     experiment: str = Field("peftflow", description="MLflow experiment name")
     run_name: str | None = Field(None, description="MLflow run name (default: generated)")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags")
+
+
+class PromotionParams(_Strict):
+    """How `retrain` decides whether a new adapter replaces the registry's `champion`."""
+
+    registered_model: str = Field(
+        "quickstart-sentiment-lora", min_length=1, description="MLflow registered model name"
+    )
+    metric: str = Field("eval_accuracy", description="Run metric compared against the champion's")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="Which way is better")
+    min_delta: float = Field(0.0, ge=0, description="Required improvement over the champion")
+    force: bool = Field(False, description="Train even when the data has not changed since the last run")
+
+    @field_validator("registered_model")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("use letters, digits, '.', '_' and '-' (starting with a letter or digit)")
+        return value
+
+
+class SweepGrid(_Strict):
+    """The trials of a `sweep`: every combination of methods × ranks × learning rates."""
+
+    methods: list[Literal["lora", "dora", "rslora"]] = Field(
+        default_factory=lambda: ["lora", "dora"], min_length=1, description="LoRA variants to try"
+    )
+    ranks: list[int] = Field(default_factory=lambda: [4, 8], min_length=1, description="LoRA ranks")
+    learning_rates: list[float] = Field(
+        default_factory=lambda: [3e-3], min_length=1, description="Peak learning rates"
+    )
+    metric: str = Field("eval_accuracy", description="Metric the comparison ranks trials by")
+    direction: Literal["maximize", "minimize"] = Field("maximize")
+    max_trials: int = Field(24, gt=0, le=256, description="Refuse grids larger than this")
+
+    @field_validator("ranks")
+    @classmethod
+    def _ranks(cls, value: list[int]) -> list[int]:
+        if any(r <= 0 for r in value):
+            raise ValueError("every rank must be > 0")
+        return value
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _lrs(cls, value: list[float]) -> list[float]:
+        if any(not 0 < lr < 1 for lr in value):
+            raise ValueError("every learning rate must be in (0, 1)")
+        return value
+
+    @model_validator(mode="after")
+    def _size(self) -> SweepGrid:
+        n = len(self.methods) * len(self.ranks) * len(self.learning_rates)
+        if n > self.max_trials:
+            raise ValueError(f"the grid has {n} trials, more than max_trials={self.max_trials}")
+        return self
 
 
 class FinetuneParams(_Strict):

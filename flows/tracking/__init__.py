@@ -1,4 +1,4 @@
-"""MLflow tracking: the one module of the project that imports mlflow.
+"""MLflow tracking: this package is the only place in the project that imports mlflow.
 
 One MLflow run per flow run, created once and then addressed by id (`RunTracker(run_id)`), so every
 task — even in another process — logs to the same run. Metric names are fixed (see `METRICS`).

@@ -1,0 +1,127 @@
+"""The `retrain` flow: scheduled retraining that promotes an adapter only when it is better.
+
+1. Fingerprint the data (and the recipe); when nothing changed since the last trained run of this
+   registered model, finish Completed with a "skipped" message: no training.
+2. Otherwise run the `finetune` flow (without publishing), register the adapter as a new version in
+   the MLflow model registry, and compare it with the `champion` on `policy.metric`.
+3. A better version takes the `champion` alias and is published to the Hub; a publish failure moves the
+   alias back (promotion and publishing succeed or fail together). A worse one becomes `challenger`.
+
+Two retrains never train at once: the deployment's concurrency limit cancels a schedule that fires
+while one runs, and every training takes the machine's training slot (see `finetune.train_task`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
+
+from flows.finetune import finetune, preflight, publish_task, run_key, tokenize_task
+from flows.params import FinetuneParams, PromotionParams
+from flows.tracking import RunTracker
+from flows.tracking import registry
+
+
+def check_policy(params: FinetuneParams, policy: PromotionParams) -> None:
+    """The compared metric must be one the run will log (`eval_<metric>`), checked before any work."""
+    produced = {f"eval_{name.rsplit('/', 1)[-1].removesuffix('.py')}" for name in params.eval.metrics}
+    if not any(policy.metric == p or policy.metric.startswith(p + "_") for p in produced):
+        raise ValueError(
+            f"policy.metric={policy.metric!r} is not logged by this run: eval.metrics={params.eval.metrics} "
+            f"give {sorted(produced)}"
+        )
+
+
+def retrain_fingerprint(data_fingerprint: str, params: FinetuneParams) -> str:
+    """Changes when the raw data or the training recipe changes (not with tracking/publish settings)."""
+    return hashlib.sha256(json.dumps([data_fingerprint, run_key(params)]).encode()).hexdigest()[:32]
+
+
+@task(name="register-and-decide", cache_policy=NO_CACHE)
+def decide_task(run_id: str, policy: PromotionParams) -> registry.Decision:
+    return registry.register_and_decide(run_id, policy, description=f"retrain run {run_id}")
+
+
+@flow(name="retrain")
+def retrain(params: FinetuneParams, policy: PromotionParams = PromotionParams()) -> Any:  # noqa: B008
+    """Retrain on the current data; skip when unchanged; promote to `champion` only when better."""
+    logger = get_run_logger()
+    preflight(params)
+    check_policy(params, policy)
+    data = tokenize_task(params, os.path.join(params.output_dir, "cache", "tokenized"))
+    fingerprint = retrain_fingerprint(data.fingerprint, params)
+    last = registry.last_training(params.tracking.experiment, policy.registered_model)
+    if last is not None and last.fingerprint == fingerprint and not policy.force:
+        message = (
+            f"Skipped: data and recipe unchanged since run {last.run_id} "
+            f"(fingerprint {fingerprint[:12]}, outcome {last.outcome}); nothing to train."
+        )
+        logger.info(message)
+        create_markdown_artifact(f"**retrain skipped**\n\n{message}", key="retrain-decision")
+        return Completed(message=message, data={"skipped": True, "last_run_id": last.run_id})
+
+    # Publishing happens here, after the registry decision, never inside the training run.
+    inner = params.model_copy(deep=True)
+    inner.publish = inner.publish.model_copy(update={"repo_id": None})
+    inner.tracking.tags = {
+        **inner.tracking.tags,
+        registry.TAG_MODEL: policy.registered_model,
+        registry.TAG_FINGERPRINT: fingerprint,
+    }
+    summary = finetune(inner)
+    tracker = RunTracker(summary["run_id"])
+    decision = decide_task(summary["run_id"], policy)
+    logger.info("registry: version %s — %s", decision.version, decision.reason)
+    commit = None
+    if decision.promoted and params.publish.repo_id:
+        commit = _publish_or_roll_back(params, summary, decision, tracker)
+    tracker.set_tag(registry.TAG_OUTCOME, "promoted" if decision.promoted else "challenger")
+    _decision_artifact(decision, commit)
+    return {**summary, "skipped": False, "decision": decision.as_dict(), "hub_commit": commit}
+
+
+def _publish_or_roll_back(
+    params: FinetuneParams, summary: dict[str, Any], decision: registry.Decision, tracker: RunTracker
+) -> str:
+    repo_id = params.publish.repo_id
+    assert repo_id is not None
+    try:
+        commit = publish_task(params, summary["adapter_dir"], summary["metrics"], summary["dataset_fingerprint"])
+    except BaseException as exc:
+        registry.rollback(decision, f"publish to {repo_id} failed: {exc}")
+        tracker.set_tag(registry.TAG_OUTCOME, "publish-failed")
+        raise
+    registry.record_publish(decision, commit, repo_id)
+    tracker.log_publish(commit, repo_id)
+    return commit
+
+
+def _decision_artifact(decision: registry.Decision, commit: str | None) -> None:
+    verdict = "promoted to **champion**" if decision.promoted else "kept as **challenger**"
+    lines = [
+        f"### {decision.registered_model} v{decision.version}: {verdict}",
+        "",
+        decision.reason,
+        "",
+        "| | version | " + decision.metric + " |",
+        "|---|---|---|",
+        f"| new | {decision.version} | {decision.value:.6g} |",
+    ]
+    if decision.previous_champion is not None:
+        old = "-" if decision.champion_value is None else f"{decision.champion_value:.6g}"
+        lines.append(f"| previous champion | {decision.previous_champion} | {old} |")
+    if commit:
+        lines += ["", f"Published: {commit}"]
+    create_markdown_artifact("\n".join(lines), key="retrain-decision")
+
+
+def is_skipped(state: State) -> bool:
+    """True for a `retrain` run that finished without training (for callers and tests)."""
+    return state.is_completed() and (state.message or "").startswith("Skipped:")

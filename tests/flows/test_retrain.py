@@ -1,0 +1,174 @@
+"""`retrain`: skip on unchanged data, register every trained adapter, promote only a better one.
+
+The registry rules are tested on hand-made runs (exact metric values, both directions, min_delta,
+rollback); the flow is run for real on a tiny model under the Prefect test server, with MLflow on
+SQLite, including a publish failure that must leave the previous champion in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.params import FinetuneParams, PromotionParams
+from flows.tracking import registry
+from tests.flows import fixtures
+
+MODEL = "tiny-sentiment"
+
+
+def _run_with(client: Any, metrics: dict[str, float], experiment: str = "reg") -> str:
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    run = client.create_run(exp_id)
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id)
+    return str(run.info.run_id)
+
+
+def _aliases(client: Any, name: str = MODEL) -> dict[str, str]:
+    return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+
+
+def test_first_version_becomes_champion_then_only_better_ones(mlflow_store: Any) -> None:
+    policy = PromotionParams(registered_model=MODEL, metric="eval_accuracy", min_delta=0.01)
+    first = registry.register_and_decide(_run_with(mlflow_store, {"eval_accuracy": 0.70}), policy)
+    assert (first.version, first.promoted, first.previous_champion) == ("1", True, None)
+    assert _aliases(mlflow_store) == {"champion": "1"}
+
+    # Better, but by less than min_delta: a challenger; the champion stays.
+    close = registry.register_and_decide(_run_with(mlflow_store, {"eval_accuracy": 0.705}), policy)
+    assert (close.version, close.promoted, close.champion_value) == ("2", False, 0.70)
+    assert "does not beat champion v1" in close.reason
+    assert _aliases(mlflow_store) == {"champion": "1", "challenger": "2"}
+
+    better = registry.register_and_decide(_run_with(mlflow_store, {"eval_accuracy": 0.80}), policy)
+    assert (better.version, better.promoted, better.previous_champion) == ("3", True, "1")
+    assert _aliases(mlflow_store) == {"champion": "3", "challenger": "2"}
+    version = mlflow_store.get_model_version(MODEL, "3")
+    assert version.source.endswith("/adapter") and version.tags["retrain.decision"] == "champion"
+    assert version.tags["eval_accuracy"] == "0.8"
+
+
+def test_minimize_direction_and_nan(mlflow_store: Any) -> None:
+    policy = PromotionParams(registered_model=MODEL, metric="eval_loss", direction="minimize")
+    assert registry.register_and_decide(_run_with(mlflow_store, {"eval_loss": 0.5}), policy).promoted
+    assert not registry.register_and_decide(_run_with(mlflow_store, {"eval_loss": 0.6}), policy).promoted
+    assert registry.register_and_decide(_run_with(mlflow_store, {"eval_loss": 0.4}), policy).promoted
+    assert not registry.is_better(float("nan"), 0.4, "minimize", 0.0)
+    assert registry.is_better(0.4, float("nan"), "maximize", 0.0)
+
+
+def test_rollback_restores_previous_champion_or_removes_the_alias(mlflow_store: Any) -> None:
+    policy = PromotionParams(registered_model=MODEL)
+    first = registry.register_and_decide(_run_with(mlflow_store, {"eval_accuracy": 0.6}), policy)
+    registry.rollback(first, "publish failed")
+    assert _aliases(mlflow_store) == {}
+    assert registry.champion(MODEL) is None
+
+    again = registry.register_and_decide(_run_with(mlflow_store, {"eval_accuracy": 0.6}), policy)
+    better = registry.register_and_decide(_run_with(mlflow_store, {"eval_accuracy": 0.9}), policy)
+    assert _aliases(mlflow_store)["champion"] == better.version
+    registry.rollback(better, "HTTP 503 from the Hub")
+    assert _aliases(mlflow_store)["champion"] == again.version
+    tags = mlflow_store.get_model_version(MODEL, better.version).tags
+    assert tags["retrain.decision"] == "rolled-back" and "503" in tags["retrain.rollback_reason"]
+
+
+def test_missing_metric_is_a_clear_error(mlflow_store: Any) -> None:
+    run_id = _run_with(mlflow_store, {"eval_f1": 0.5})
+    with pytest.raises(ValueError, match="has no metric 'eval_accuracy'"):
+        registry.register_and_decide(run_id, PromotionParams(registered_model=MODEL))
+
+
+def test_policy_metric_must_be_one_the_run_logs(tmp_path: Path) -> None:
+    from flows.retrain import check_policy
+
+    params = _params(tmp_path, "unused")
+    check_policy(params, PromotionParams(metric="eval_f1"))
+    with pytest.raises(ValueError, match="is not logged by this run"):
+        check_policy(params, PromotionParams(metric="eval_rouge1"))
+    with pytest.raises(ValueError, match="letters, digits"):
+        PromotionParams(registered_model="bad name/with slash")
+
+
+def _params(root: Path, model_path: str, n_train: int = 16, **train: Any) -> FinetuneParams:
+    return FinetuneParams.model_validate(
+        {
+            "model": {"name_or_path": model_path, "task": "seq_cls", "dtype": "float32"},
+            "data": {
+                "train_file": str(root / "train.jsonl"),
+                "test_file": str(root / "test.jsonl"),
+            },
+            "peft": {"r": 2, "lora_alpha": 4},
+            "train": {"max_steps": 3, "batch_size": 4, "eval_every": "no", "logging_steps": 1, **train},
+            "eval": {"metrics": ["accuracy", "f1"]},
+            "tracking": {"experiment": "retrain-test"},
+            "output_dir": str(root / "out"),
+        }
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_retrain_skips_unchanged_data_and_promotes_only_better(
+    mlflow_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.retrain import is_skipped, retrain
+    from flows.steps import publish as publish_step
+
+    model = fixtures.model_dir(tmp_path / "models", "seq_cls")
+    fixtures.write_jsonl(tmp_path / "train.jsonl", fixtures.rows("seq_cls", 16))
+    fixtures.write_jsonl(tmp_path / "test.jsonl", fixtures.rows("seq_cls", 8))
+    params = _params(tmp_path, model)
+    policy = PromotionParams(registered_model=MODEL)
+
+    first = retrain(params, policy)
+    assert first["skipped"] is False and first["decision"]["promoted"] is True
+    assert _aliases(mlflow_store) == {"champion": "1"}
+    run = mlflow_store.get_run(first["run_id"])
+    assert run.data.tags[registry.TAG_OUTCOME] == "promoted"
+    assert run.data.tags[registry.TAG_MODEL] == MODEL
+
+    # Unchanged data and recipe: Completed, with a message, and nothing trained or registered.
+    state = retrain(params, policy, return_state=True)
+    assert is_skipped(state), state
+    assert first["run_id"] in (state.message or "")
+    assert len(mlflow_store.search_model_versions(f"name='{MODEL}'")) == 1
+    experiment = mlflow_store.get_experiment_by_name("retrain-test")
+    assert len(mlflow_store.search_runs([experiment.experiment_id])) == 1
+
+    # New data: trained and registered as v2; champion only if its accuracy beats v1's.
+    fixtures.write_jsonl(tmp_path / "train.jsonl", fixtures.rows("seq_cls", 24))
+    second = retrain(params, policy)
+    decision = second["decision"]
+    assert decision["version"] == "2" and decision["previous_champion"] == "1"
+    better = decision["value"] > decision["champion_value"]
+    assert decision["promoted"] is better
+    assert _aliases(mlflow_store) == ({"champion": "2"} if better else {"champion": "1", "challenger": "2"})
+
+    # A promotion whose publish fails is rolled back: the champion stays where it was.
+    champion_before = registry.champion(MODEL)
+
+    def hub_down(*args: Any, **kwargs: Any) -> str:
+        raise ConnectionError("Hub unreachable")
+
+    publishing = params.model_copy(update={"publish": params.publish.model_copy(update={"repo_id": "u/m"})})
+    with monkeypatch.context() as m:
+        m.setattr(publish_step, "publish", hub_down)
+        m.setattr(registry, "is_better", lambda *a: True)  # this version would be promoted
+        m.setenv("HF_TOKEN", "hf_test_token")
+        failed = retrain(publishing, PromotionParams(registered_model=MODEL, force=True), return_state=True)
+    assert failed.is_failed()
+    assert registry.champion(MODEL) == champion_before
+    v3 = mlflow_store.get_model_version(MODEL, "3")
+    assert v3.tags["retrain.decision"] == "rolled-back"
+    assert "Hub unreachable" in v3.tags["retrain.rollback_reason"]
+    assert mlflow_store.get_run(v3.run_id).data.tags[registry.TAG_OUTCOME] == "publish-failed"
+
+    # A failed promotion is not a finished training: the next retrain trains again.
+    again = retrain(params, policy, return_state=True)
+    assert not is_skipped(again)
