@@ -3,6 +3,9 @@
 peftflow run CONFIG.yaml [--set key=value ...] [--baseline]
 peftflow reproduce RUN_ID
 peftflow compare [--experiment NAME]
+peftflow serve [--prefect-port 4200] [--mlflow-port 5000] [--home .peftflow] [--no-schedules]
+peftflow stop [--home .peftflow]
+peftflow status [--home .peftflow]
 """
 
 from __future__ import annotations
@@ -51,6 +54,24 @@ def _parser() -> argparse.ArgumentParser:
         "compare", help="table of runs in an experiment", description="Compare tracked runs."
     )
     cmp_.add_argument("--experiment", default="peftflow", help="MLflow experiment name (default: peftflow)")
+    home_help = "state directory: databases, artifacts, logs, pids (default: $PEFTFLOW_HOME or .peftflow)"
+    home_default = os.environ.get("PEFTFLOW_HOME", ".peftflow")
+    srv = sub.add_parser(
+        "serve",
+        help="start the Prefect and MLflow servers and serve the deployments (127.0.0.1)",
+        description="Start the local stack: Prefect server + UI, MLflow server + UI, the deployments of "
+        "infra/prefect.yaml. Returns once all three answer; `peftflow stop` stops them.",
+    )
+    srv.add_argument("--home", default=home_default, help=home_help)
+    srv.add_argument("--prefect-port", type=int, default=int(os.environ.get("PEFTFLOW_PREFECT_PORT", 4200)))
+    srv.add_argument("--mlflow-port", type=int, default=int(os.environ.get("PEFTFLOW_MLFLOW_PORT", 5000)))
+    srv.add_argument("--spec", default=None, help="prefect.yaml with the deployments (default: infra/)")
+    srv.add_argument("--no-schedules", action="store_true", help="serve without the cron schedules")
+    srv.add_argument("--training-slots", type=int, default=1, help="trainings at once (default 1: one GPU)")
+    srv.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for each server")
+    for name, text in (("stop", "stop everything `serve` started"), ("status", "show the local stack")):
+        cmd = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        cmd.add_argument("--home", default=home_default, help=home_help)
     return parser
 
 
@@ -61,8 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args.config, args.overrides, args.baseline)
         if args.command == "reproduce":
             return cmd_reproduce(args.run_id)
-        return cmd_compare(args.experiment)
-    except (ValueError, FileNotFoundError, PermissionError) as exc:
+        if args.command == "compare":
+            return cmd_compare(args.experiment)
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command == "stop":
+            return cmd_stop(args.home)
+        return cmd_status(args.home)
+    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as exc:
         print(f"peftflow: error: {exc}", file=sys.stderr)
         return 2
 
@@ -167,6 +194,63 @@ def cmd_compare(experiment: str) -> int:
     for line in [header, *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)))
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flows import serve
+
+    for port, flag in ((args.prefect_port, "--prefect-port"), (args.mlflow_port, "--mlflow-port")):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"{flag}={port}: a port is 1-65535")
+    if args.prefect_port == args.mlflow_port:
+        raise ValueError("--prefect-port and --mlflow-port must differ")
+    if args.training_slots < 1:
+        raise ValueError("--training-slots must be >= 1")
+    stack = serve.Stack(Path(args.home), args.prefect_port, args.mlflow_port)
+    spec = Path(args.spec) if args.spec else serve.DEFAULT_SPEC
+    print(f"starting MLflow and Prefect servers on 127.0.0.1 (state in {args.home}/) ...", flush=True)
+    state = serve.start(
+        stack,
+        spec,
+        schedules=not args.no_schedules,
+        training_slots=args.training_slots,
+        timeout_s=args.timeout,
+    )
+    env = stack.client_env()
+    print(f"Prefect UI : {state['prefect_url']}   deployments: {', '.join(serve.deployment_names(spec))}")
+    print(f"MLflow UI  : {state['mlflow_url']}")
+    print(f"state/logs : {args.home}/  ({args.home}/logs/*.log)")
+    print("point the CLI at them:")
+    print("  export " + " ".join(f"{k}={v}" for k, v in env.items()))
+    print("stop with  : make stop   (or peftflow stop)")
+    return 0
+
+
+def cmd_stop(home: str) -> int:
+    from pathlib import Path
+
+    from flows import serve
+
+    stopped = serve.stop(Path(home))
+    print("stopped: " + ", ".join(stopped) if stopped else f"nothing is running from {home}")
+    return 0
+
+
+def cmd_status(home: str) -> int:
+    from pathlib import Path
+
+    from flows import serve
+
+    state = serve.status(Path(home))
+    if state is None:
+        print(f"not running (no {home}/state.json)")
+        return 1
+    for name, alive in state["alive"].items():
+        print(f"{name:<12} pid {state['processes'][name]['pid']:<8} {'running' if alive else 'EXITED'}")
+    print(f"Prefect UI : {state['prefect_url']}\nMLflow UI  : {state['mlflow_url']}")
+    return 0 if all(state["alive"].values()) else 1
 
 
 if __name__ == "__main__":

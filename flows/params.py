@@ -145,7 +145,9 @@ class TrainParams(_Strict):
     @model_validator(mode="after")
     def _launch(self) -> TrainParams:
         if self.launcher == "none" and (self.num_processes > 1 or self.accelerate_config):
-            raise ValueError("train.num_processes > 1 and train.accelerate_config need train.launcher=accelerate")
+            raise ValueError(
+                "train.num_processes > 1 and train.accelerate_config need train.launcher=accelerate"
+            )
         return self
 
 
@@ -197,11 +199,16 @@ class PromotionParams(_Strict):
         return value
 
 
+LoraVariant = Literal["lora", "dora", "rslora"]
+
+
 class SweepGrid(_Strict):
     """The trials of a `sweep`: every combination of methods × ranks × learning rates."""
 
-    methods: list[Literal["lora", "dora", "rslora"]] = Field(
-        default_factory=lambda: ["lora", "dora"], min_length=1, description="LoRA variants to try"
+    methods: list[LoraVariant] = Field(
+        default_factory=lambda: list[LoraVariant](["lora", "dora"]),
+        min_length=1,
+        description="LoRA variants to try",
     )
     ranks: list[int] = Field(default_factory=lambda: [4, 8], min_length=1, description="LoRA ranks")
     learning_rates: list[float] = Field(

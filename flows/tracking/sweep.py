@@ -166,6 +166,7 @@ def _plot(rows: list[dict[str, Any]], metric: str, best: dict[str, Any] | None) 
             linewidths=2,
             label=f"best: {best['run_name']}",
         )
+    ax.margins(x=0.2, y=0.15)  # room for the labels of the outermost points
     ax.set_xlabel("trainable parameters (%)")
     ax.set_ylabel(metric)
     ax.set_title(f"sweep: {metric} vs trainable %")

@@ -1,0 +1,164 @@
+"""The real local stack for tests: `peftflow serve` in a temporary home, and the Prefect REST calls the UI makes.
+
+`LocalStack.start()` runs the CLI exactly as a user does (`python -m flows.cli serve ...`) on free
+loopback ports; `trigger()` starts a deployment run the way the UI's "Run" button does (POST
+`/deployments/{id}/create_flow_run` with the form's parameters and a SCHEDULED state).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
+    *path, last = key.split(".")
+    node = params
+    for part in path:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+@dataclass
+class LocalStack:
+    home: Path
+    prefect_port: int = field(default_factory=free_port)
+    mlflow_port: int = field(default_factory=free_port)
+    serve_output: str = ""
+
+    @property
+    def prefect_url(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    def cli(self, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flows.cli", *args, "--home", str(self.home)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+
+    def start(self, *extra: str) -> None:
+        out = self.cli(
+            "serve", "--prefect-port", str(self.prefect_port), "--mlflow-port", str(self.mlflow_port), *extra
+        )
+        self.serve_output = out.stdout + out.stderr
+        if out.returncode != 0:
+            raise RuntimeError(f"peftflow serve failed ({out.returncode}):\n{self.serve_output}")
+
+    def stop(self) -> str:
+        out = self.cli("stop", timeout=200)
+        return out.stdout + out.stderr
+
+    # -- Prefect REST, as the UI calls it --------------------------------------------------------------
+    def api(self, path: str, body: Any = None, method: str | None = None) -> Any:
+        req = urllib.request.Request(
+            f"{self.prefect_url}/api{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method=method,
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        flow_name = name  # each deployment serves the flow of the same name
+        return dict(self.api(f"/deployments/name/{flow_name}/{name}"))
+
+    def trigger(self, name: str, overrides: dict[str, Any] | None = None) -> str:
+        """Start a run with the deployment's default parameters, `overrides` (dotted keys) applied."""
+        dep = self.deployment(name)
+        params = copy.deepcopy(dep["parameters"])
+        for key, value in (overrides or {}).items():
+            set_dotted(params, key, value)
+        run = self.api(
+            f"/deployments/{dep['id']}/create_flow_run",
+            {"parameters": params, "state": {"type": "SCHEDULED", "message": "Run from the Prefect UI"}},
+        )
+        return str(run["id"])
+
+    def flow_run(self, run_id: str) -> dict[str, Any]:
+        return dict(self.api(f"/flow_runs/{run_id}"))
+
+    def wait(self, run_id: str, timeout: float = 400) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.flow_run(run_id)
+            if run["state"]["type"] in FINAL:
+                return run
+            time.sleep(1.0)
+        raise TimeoutError(f"flow run {run_id} not finished after {timeout} s: {run['state']}")
+
+    def wait_for_state(self, run_id: str, states: tuple[str, ...], timeout: float = 200) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.flow_run(run_id)
+            if run["state"]["type"] in states:
+                return run
+            time.sleep(0.5)
+        raise TimeoutError(f"flow run {run_id} never reached {states}: {run['state']}")
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        body = {"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+        return list(self.api("/artifacts/filter", body))
+
+    def logs(self, run_id: str) -> str:
+        body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
+        return "\n".join(entry["message"] for entry in self.api("/logs/filter", body))
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention `text` (a home directory, a port)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat.split(")")[-1].split()[0] == "Z":  # a zombie has exited already
+            continue
+        cmd = raw.replace(b"\0", b" ").decode(errors="replace")
+        if text in cmd:
+            found.append(f"{pid}: {cmd}")
+    return found
+
+
+def wait_until(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (OSError, urllib.error.URLError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not true after {timeout} s")
