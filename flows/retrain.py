@@ -25,8 +25,7 @@ from prefect.states import Completed, State
 
 from flows.finetune import finetune, preflight, publish_task, run_key, tokenize_task
 from flows.params import FinetuneParams, PromotionParams
-from flows.tracking import RunTracker
-from flows.tracking import registry
+from flows.tracking import RunTracker, registry
 
 
 def check_policy(params: FinetuneParams, policy: PromotionParams) -> None:
@@ -93,7 +92,9 @@ def _publish_or_roll_back(
     repo_id = params.publish.repo_id
     assert repo_id is not None
     try:
-        commit = publish_task(params, summary["adapter_dir"], summary["metrics"], summary["dataset_fingerprint"])
+        commit = publish_task(
+            params, summary["adapter_dir"], summary["metrics"], summary["dataset_fingerprint"]
+        )
     except BaseException as exc:
         registry.rollback(decision, f"publish to {repo_id} failed: {exc}")
         tracker.set_tag(registry.TAG_OUTCOME, "publish-failed")
