@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run example test test-fast lint format typecheck bench check clean
+.PHONY: setup setup-browser run example test test-fast lint format typecheck bench check clean serve stop status
 
 setup: $(STAMP)
 
@@ -22,13 +22,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[pipeline,dev]"
 	@touch $(STAMP)
 
+# Headless Chromium for the browser test (Debian's package; Playwright never downloads a browser).
+setup-browser:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+
 run: setup
 	$(PY) -m flows.cli run configs/quickstart.yaml --baseline
 
 example: setup
 	$(PY) examples/lora_minilm.py
 
-test: setup
+test: setup setup-browser
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -50,6 +56,17 @@ check: lint typecheck test
 bench: setup
 	$(PY) bench/lora_step.py
 	HF_HUB_OFFLINE=1 $(PY) bench/pipeline.py
+
+# The local stack on 127.0.0.1: Prefect server + UI (:4200), MLflow server + UI (:5000), the deployments.
+# Options go through SERVE_ARGS, e.g. make serve SERVE_ARGS="--prefect-port 4300 --no-schedules".
+serve: setup
+	$(PY) -m flows.cli serve $(SERVE_ARGS)
+
+stop: setup
+	$(PY) -m flows.cli stop
+
+status: setup
+	$(PY) -m flows.cli status
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -47,6 +47,10 @@ def preflight(params: FinetuneParams) -> None:
             f"publish.repo_id={params.publish.repo_id!r} is set but HF_TOKEN is not; export HF_TOKEN "
             "(tokens never go in parameters) or leave publish.repo_id empty"
         )
+    if params.train.launcher == "accelerate":
+        from flows import launch
+
+        launch.check_config(params)
     tracking.check_reachable()
 
 
@@ -99,7 +103,7 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
     run_dir = os.path.join(params.output_dir, "runs", run_key(params))
     # Data problems surface while tokenizing, before an MLflow run exists: a bad input leaves no run.
     data = tokenize_task(params, os.path.join(params.output_dir, "cache", "tokenized"))
-    tracker = tracking.RunTracker.start(params, tags=_prefect_tags())
+    tracker = tracking.RunTracker.start(params, tags=prefect_tags())
     try:
         tracker.log_dataset(data, params)
         logger.info(
@@ -138,17 +142,17 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
         "data_cached": data.cached,
         "mlflow_url": tracker.url(),
     }
-    _prefect_artifacts(summary)
+    run_artifacts(summary)
     return summary
 
 
-def _prefect_tags() -> dict[str, str | None]:
+def prefect_tags() -> dict[str, str | None]:
     from prefect.runtime import flow_run
 
     return {"prefect.flow_run_id": flow_run.get_id(), "prefect.flow_run_url": flow_run.get_flow_run_ui_url()}
 
 
-def _prefect_artifacts(summary: dict[str, Any]) -> None:
+def run_artifacts(summary: dict[str, Any]) -> None:
     """A table of eval metrics and links to the MLflow run / Hub commit, shown on the flow run page."""
     from prefect.artifacts import create_link_artifact, create_table_artifact
 

@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
-from flows.finetune import finetune, preflight, publish_task, run_key, tokenize_task
+from flows.finetune import finetune, preflight, publish_task, run_artifacts, run_key, tokenize_task
 from flows.params import FinetuneParams, PromotionParams
 from flows.tracking import RunTracker, registry
 
@@ -82,6 +82,7 @@ def retrain(params: FinetuneParams, policy: PromotionParams = PromotionParams())
     if decision.promoted and params.publish.repo_id:
         commit = _publish_or_roll_back(params, summary, decision, tracker)
     tracker.set_tag(registry.TAG_OUTCOME, "promoted" if decision.promoted else "challenger")
+    run_artifacts({**summary, "hub_commit": commit})  # the retrain run's page shows them too
     _decision_artifact(decision, commit)
     return {**summary, "skipped": False, "decision": decision.as_dict(), "hub_commit": commit}
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.finetune import _prefect_tags, finetune, preflight
+from flows.finetune import finetune, prefect_tags, preflight
 from flows.params import FinetuneParams, SweepGrid
 from flows.tracking import sweep as tracking
 
@@ -95,7 +95,7 @@ def sweep(params: FinetuneParams, grid: SweepGrid = SweepGrid()) -> dict[str, An
     logger = get_run_logger()
     trials = plan(params, grid)
     preflight(params)
-    parent = tracking.start_parent(params, grid, tags=_prefect_tags())
+    parent = tracking.start_parent(params, grid, tags=prefect_tags())
     errors: dict[int, str] = {}
     try:
         for trial in trials:
