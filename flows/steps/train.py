@@ -8,6 +8,9 @@
   are removed, so a rerun of a finished run trains afresh instead of silently reusing the old result.
 - `on_log(step, logs)` receives every Trainer log (train loss, eval metrics) as it happens; the flow
   uses it to stream metrics to MLflow without this module knowing about MLflow.
+- Under `accelerate launch` (DDP, one process per device; see flows.launch) every rank runs this same
+  function. Only the world's process zero forwards logs, saves the adapter and removes the checkpoints;
+  the figures it returns are rank 0's (the logged losses are already averaged over ranks by the Trainer).
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ LogFn = Callable[[int, dict[str, float]], None]
 
 def pick_precision(params: FinetuneParams) -> tuple[str, str]:
     """(device, precision): bf16 on a GPU that supports it when precision is auto, else fp32."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # `accelerate launch` with `use_cpu: true` asks for CPU processes even where a GPU exists.
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    device = "cuda" if torch.cuda.is_available() and not forced_cpu else "cpu"
     precision = params.train.precision
     if precision == "auto":
         precision = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -94,8 +99,8 @@ def train(
 
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     adapter_dir = os.path.join(run_dir, "adapter")
-    os.makedirs(ckpt_dir, exist_ok=True)
-    resume = get_last_checkpoint(ckpt_dir)
+    # No directory is created here: under DDP every rank runs this, and only rank 0 may write.
+    resume = get_last_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
     t = params.train
     evaluating = t.eval_every != "no"
     args = TrainingArguments(
@@ -125,6 +130,9 @@ def train(
         metric_for_best_model="eval_loss" if t.early_stopping_patience else None,
         report_to="none",
         dataloader_num_workers=0,
+        # DDP: every trainable (adapter) parameter takes part in every forward; searching the graph for
+        # unused ones costs a traversal per step and breaks with gradient checkpointing.
+        ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
     callbacks: list[Any] = [_LogForwarder(on_log)] if on_log else []
@@ -139,15 +147,25 @@ def train(
         compute_metrics=classification_metrics(params, data.label_names) if evaluating else None,
         callbacks=callbacks,
     )
+    # The Trainer guesses from `forward(**kwargs)` that the model normalises its loss by the
+    # `num_items_in_batch` it passes, and then skips the division by the accumulation steps and
+    # multiplies the loss by the number of processes. Many heads (BERT classifiers, T5) ignore that
+    # argument and return a mean, so the guess would double the gradients and the logged loss per extra
+    # process or accumulation step. A mean per micro-batch, averaged over steps and ranks, is right for
+    # every head (for LMs it weights micro-batches, not tokens, equally: a small difference).
+    trainer.model_accepts_loss_kwargs = False
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume)
     runtime = time.perf_counter() - start
 
-    model.peft_config["default"].base_model_name_or_path = base_model_hub_id(params.model)
-    model.save_pretrained(adapter_dir)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if trainer.is_world_process_zero():
+        model.peft_config["default"].base_model_name_or_path = base_model_hub_id(params.model)
+        model.save_pretrained(adapter_dir)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    # Every rank returns only once the adapter is on disk (a no-op in a single process).
+    trainer.accelerator.wait_for_everyone()
     epochs_done = float(trainer.state.epoch or 0.0)
     return TrainResult(
         adapter_dir=adapter_dir,
@@ -170,7 +188,7 @@ def _peak_memory_mb(device: str) -> float:
 
 
 class _LogForwarder(TrainerCallback):
-    """Hands each Trainer log (numbers only) to `on_log(step, logs)`."""
+    """Hands each Trainer log (numbers only) to `on_log(step, logs)`, from the world's process zero only."""
 
     def __init__(self, on_log: LogFn) -> None:
         self._forward = on_log
@@ -178,7 +196,7 @@ class _LogForwarder(TrainerCallback):
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
     ) -> None:  # type: ignore[override]
-        if logs:
+        if logs and state.is_world_process_zero:
             self._forward(
                 int(state.global_step), {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
             )
