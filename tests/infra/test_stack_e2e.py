@@ -140,7 +140,11 @@ def test_retrain_skips_unchanged_data_and_promotes_only_better(
     first = _retrain(local_stack, tiny_run)
     assert first["state"]["type"] == "COMPLETED", local_stack.logs(first["id"])
     assert client.get_registered_model(MODEL).aliases == {"champion": "1"}
-    assert {a["key"] for a in local_stack.artifacts(first["id"])} >= {"eval-metrics", "mlflow-run", "retrain-decision"}
+    assert {a["key"] for a in local_stack.artifacts(first["id"])} >= {
+        "eval-metrics",
+        "mlflow-run",
+        "retrain-decision",
+    }
 
     second = _retrain(local_stack, tiny_run)
     assert second["state"]["type"] == "COMPLETED"
