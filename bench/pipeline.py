@@ -292,8 +292,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         (tracking.RunTracker, "log_eval", "mlflow: log_eval (predictions)"),
         (tracking.RunTracker, "finish", "mlflow: finish"),
         (tracking.RunTracker, "url", "mlflow: url"),
-        (flow_mod, "_prefect_tags", "prefect: run tags"),
-        (flow_mod, "_prefect_artifacts", "prefect: artifacts"),
+        (flow_mod, "prefect_tags", "prefect: run tags"),
+        (flow_mod, "run_artifacts", "prefect: artifacts"),
     ):
         clock.patch(owner, attr, label)
     drain = clock.wrap("prefect: drain logs + events", drain_prefect)

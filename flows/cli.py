@@ -3,6 +3,8 @@
 peftflow run CONFIG.yaml [--set key=value ...] [--baseline]
 peftflow reproduce RUN_ID
 peftflow compare [--experiment NAME]
+peftflow retrain CONFIG.yaml [--set ...] [--policy key=value ...]
+peftflow sweep CONFIG.yaml [--set ...] [--grid key=value ...]
 peftflow serve [--prefect-port 4200] [--mlflow-port 5000] [--home .peftflow] [--no-schedules]
 peftflow stop [--home .peftflow]
 peftflow status [--home .peftflow]
@@ -13,7 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel
+
+_M = TypeVar("_M", bound=BaseModel)
 
 for _key, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -54,6 +60,26 @@ def _parser() -> argparse.ArgumentParser:
         "compare", help="table of runs in an experiment", description="Compare tracked runs."
     )
     cmp_.add_argument("--experiment", default="peftflow", help="MLflow experiment name (default: peftflow)")
+    for name, section, model_help in (
+        ("retrain", "policy", "registered_model, metric, direction, min_delta, force"),
+        ("sweep", "grid", "methods, ranks, learning_rates, metric, direction, max_trials"),
+    ):
+        what = {
+            "retrain": "retrain: skip on unchanged data, else train and promote to `champion` only when better",
+            "sweep": "sweep: one nested MLflow run per trial of a methods x ranks x learning rates grid",
+        }[name]
+        cmd = sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        cmd.add_argument("config", help="path to a YAML config (see configs/)")
+        cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        cmd.add_argument(
+            f"--{section}",
+            dest="section",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"{section} setting ({model_help}), e.g. --{section} "
+            + ("metric=eval_f1" if name == "retrain" else "ranks=[4,8]"),
+        )
     home_help = "state directory: databases, artifacts, logs, pids (default: $PEFTFLOW_HOME or .peftflow)"
     home_default = os.environ.get("PEFTFLOW_HOME", ".peftflow")
     srv = sub.add_parser(
@@ -84,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_reproduce(args.run_id)
         if args.command == "compare":
             return cmd_compare(args.experiment)
+        if args.command == "retrain":
+            return cmd_retrain(args.config, args.overrides, args.section)
+        if args.command == "sweep":
+            return cmd_sweep(args.config, args.overrides, args.section)
         if args.command == "serve":
             return cmd_serve(args)
         if args.command == "stop":
@@ -105,6 +135,58 @@ def cmd_run(config: str, overrides: list[str], baseline: bool) -> int:
 
     summary = finetune(params, baseline=baseline)
     _print_summary(summary)
+    return 0
+
+
+def _load(config: str, overrides: list[str], section: list[str], model: type[_M]) -> tuple[Any, _M]:
+    from flows.params import FinetuneParams, apply_override
+
+    settings: dict[str, Any] = {}
+    try:
+        params = FinetuneParams.from_yaml(config, overrides)
+        for item in section:
+            apply_override(settings, item)
+        return params, model.model_validate(settings)
+    except Exception as exc:  # pydantic's ValidationError names each bad field
+        raise ValueError(f"invalid parameters:\n{exc}") from None
+
+
+def cmd_retrain(config: str, overrides: list[str], policy_items: list[str]) -> int:
+    from prefect.states import State
+
+    from flows.params import PromotionParams
+    from flows.retrain import check_policy, is_skipped, retrain
+
+    params, policy = _load(config, overrides, policy_items, PromotionParams)
+    check_policy(params, policy)
+    state = cast(State, retrain(params, policy, return_state=True))
+    if is_skipped(state):
+        print(state.message)
+        return 0
+    result = state.result()  # raises the flow's error when it failed
+    _print_summary(result)
+    decision = result["decision"]
+    print(f"registry        : {decision['registered_model']} v{decision['version']} — {decision['reason']}")
+    return 0
+
+
+def cmd_sweep(config: str, overrides: list[str], grid_items: list[str]) -> int:
+    from flows.params import SweepGrid
+    from flows.sweep import sweep
+
+    params, grid = _load(config, overrides, grid_items, SweepGrid)
+    summary = sweep(params, grid)
+    metric = summary["metric"]
+    print(f"\n{'trial':<24}{'trainable%':>11}{metric:>16}  status")
+    for row in summary["trials"]:
+        print(
+            f"{row['run_name']:<24}{_fmt(row['trainable_percent']):>11}{_fmt(row[metric]):>16}  {row['status']}"
+        )
+    best = summary["best"]
+    if best:
+        print(
+            f"best: {best['run_name']} ({metric} {_fmt(best[metric])}); MLflow parent run {summary['parent_run_id']}"
+        )
     return 0
 
 

@@ -222,8 +222,12 @@ def test_malformed_override_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        ([], ["run", "reproduce", "compare"]),
+        ([], ["run", "reproduce", "compare", "retrain", "sweep", "serve", "stop", "status"]),
         (["run"], ["config", "--set KEY=VALUE", "--baseline"]),
+        (["retrain"], ["config", "--policy KEY=VALUE"]),
+        (["sweep"], ["config", "--grid KEY=VALUE"]),
+        (["serve"], ["--prefect-port", "--mlflow-port", "--home", "--no-schedules", "--training-slots"]),
+        (["stop"], ["--home"]),
         (["reproduce"], ["run_id"]),
         (["compare"], ["--experiment"]),
     ],
@@ -240,3 +244,92 @@ def test_help_works_for_every_command(argv: list[str], expected: list[str]) -> N
     assert result.stdout.startswith(f"usage: peftflow {' '.join(argv)}".rstrip())
     for text in expected:
         assert text in result.stdout
+
+
+@pytest.mark.slow
+def test_retrain_trains_then_skips_and_sweep_prints_the_comparison(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template: Path
+) -> None:
+    client = use_mlflow_store(monkeypatch, tmp_path, mlflow_template)
+    config = str(_write_config(tmp_path))
+    code, out, err = _main("retrain", config, "--policy", "registered_model=cli-model")
+    assert code == 0, err[-3000:]
+    assert re.search(r"^registry\s+: cli-model v1 — first version: no champion yet$", out, re.M), out
+    assert {k: str(v) for k, v in client.get_registered_model("cli-model").aliases.items()} == {
+        "champion": "1"
+    }
+    code, out, _ = _main("retrain", config, "--policy", "registered_model=cli-model")
+    assert code == 0 and out.startswith("Skipped: data and recipe unchanged since run "), out
+
+    code, out, err = _main(
+        "sweep", config, "--set", "train.max_steps=2", "--grid", "methods=[lora]", "--grid", "ranks=[2,4]"
+    )
+    assert code == 0, err[-3000:]
+    assert re.search(r"^r2-lora-lr0\.003 .* FINISHED$", out, re.M) and re.search(
+        r"^r4-lora-lr0\.003 ", out, re.M
+    )
+    assert re.search(
+        r"^best: r[24]-lora-lr0\.003 \(eval_accuracy [0-9.]+\); MLflow parent run [0-9a-f]{32}$", out, re.M
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sweep", "--grid", "ranks=[4,4]"], "repeats a value"),
+        (["sweep", "--grid", "ranks=[0]"], "every rank must be > 0"),
+        (["retrain", "--policy", "direction=up"], "'maximize' or 'minimize'"),
+        (["retrain", "--policy", "metric=eval_bleu"], "is not logged by this run"),
+    ],
+)
+def test_retrain_and_sweep_reject_bad_settings_before_any_work(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump({"data": {"train_file": str(tmp_path / "t.jsonl")}, "output_dir": str(tmp_path / "o")})
+    )
+    (tmp_path / "t.jsonl").write_text('{"text": "a", "label": "x"}\n')
+    assert main([argv[0], str(config), *argv[1:]]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--prefect-port", "0"], "--prefect-port=0: a port is 1-65535"),
+        (["--prefect-port", "4300", "--mlflow-port", "4300"], "must differ"),
+        (["--training-slots", "0"], "--training-slots must be >= 1"),
+    ],
+)
+def test_serve_rejects_bad_options(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--home", str(tmp_path / "home"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "home").exists()
+
+
+def test_serve_refuses_a_taken_port_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(
+            ["serve", "--home", str(tmp_path), "--prefect-port", str(port), "--mlflow-port", str(port + 1)]
+        )
+    assert code == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+    assert not (tmp_path / "state.json").exists() and not (tmp_path / "logs").exists()
+
+
+def test_stop_and_status_without_a_stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stop", "--home", str(tmp_path)]) == 0
+    assert "nothing is running" in capsys.readouterr().out
+    assert main(["status", "--home", str(tmp_path)]) == 1
+    assert "not running" in capsys.readouterr().out
