@@ -120,10 +120,11 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
         checksum = tracker.log_train(trained)
         result = evaluate_task(params, data, trained.adapter_dir)
         tracker.log_eval(result, step=trained.global_step)
-        commit = None
+        commit = commit_url = None
         if params.publish.repo_id:
             commit = publish_task(params, trained.adapter_dir, result.metrics, data.fingerprint)
-            tracker.log_publish(commit, params.publish.repo_id)
+            commit_url = publish_step.commit_url(params, commit)
+            tracker.log_publish(commit, params.publish.repo_id, commit_url)
     except BaseException:
         tracker.finish("FAILED")
         raise
@@ -137,6 +138,7 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
         "adapter_dir": trained.adapter_dir,
         "adapter_sha256": checksum,
         "hub_commit": commit,
+        "hub_commit_url": commit_url,
         "train_runtime_s": trained.train_runtime_s,
         "dataset_fingerprint": data.fingerprint,
         "data_cached": data.cached,
@@ -160,5 +162,5 @@ def run_artifacts(summary: dict[str, Any]) -> None:
     create_table_artifact(rows, key="eval-metrics", description=f"MLflow run {summary['run_id']}")
     if summary["mlflow_url"]:
         create_link_artifact(summary["mlflow_url"], link_text="MLflow run", key="mlflow-run")
-    if summary["hub_commit"]:
-        create_link_artifact(summary["hub_commit"], link_text="Hub commit", key="hub-commit")
+    if summary.get("hub_commit_url"):
+        create_link_artifact(summary["hub_commit_url"], link_text="Hub commit", key="hub-commit")

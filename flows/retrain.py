@@ -25,6 +25,7 @@ from prefect.states import Completed, State
 
 from flows.finetune import finetune, preflight, publish_task, run_artifacts, run_key, tokenize_task
 from flows.params import FinetuneParams, PromotionParams
+from flows.steps import publish as publish_step
 from flows.tracking import RunTracker, registry
 
 
@@ -78,13 +79,17 @@ def retrain(params: FinetuneParams, policy: PromotionParams = PromotionParams())
     tracker = RunTracker(summary["run_id"])
     decision = decide_task(summary["run_id"], policy)
     logger.info("registry: version %s — %s", decision.version, decision.reason)
-    commit = None
+    commit = url = None
     if decision.promoted and params.publish.repo_id:
         commit = _publish_or_roll_back(params, summary, decision, tracker)
+        url = publish_step.commit_url(params, commit)
+        registry.record_publish(decision, commit, params.publish.repo_id, url)
+        tracker.log_publish(commit, params.publish.repo_id, url)
     tracker.set_tag(registry.TAG_OUTCOME, "promoted" if decision.promoted else "challenger")
-    run_artifacts({**summary, "hub_commit": commit})  # the retrain run's page shows them too
-    _decision_artifact(decision, commit)
-    return {**summary, "skipped": False, "decision": decision.as_dict(), "hub_commit": commit}
+    published = {"hub_commit": commit, "hub_commit_url": url}
+    run_artifacts({**summary, **published})  # the retrain run's page shows them too
+    _decision_artifact(decision, url)
+    return {**summary, **published, "skipped": False, "decision": decision.as_dict()}
 
 
 def _publish_or_roll_back(
@@ -100,8 +105,6 @@ def _publish_or_roll_back(
         registry.rollback(decision, f"publish to {repo_id} failed: {exc}")
         tracker.set_tag(registry.TAG_OUTCOME, "publish-failed")
         raise
-    registry.record_publish(decision, commit, repo_id)
-    tracker.log_publish(commit, repo_id)
     return commit
 
 

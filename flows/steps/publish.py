@@ -137,3 +137,11 @@ def _append_results(card_path: str, metrics: dict[str, float], fingerprint: str)
         fh.write(
             f"\n## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n\nDataset fingerprint: `{fingerprint}`\n"
         )
+
+
+def commit_url(params: FinetuneParams, commit_id: str) -> str:
+    """The web page of a commit made by `publish` (on the configured endpoint, else HF_ENDPOINT / the Hub)."""
+    from huggingface_hub import constants
+
+    endpoint = params.publish.endpoint or constants.ENDPOINT
+    return f"{endpoint.rstrip('/')}/{params.publish.repo_id}/commit/{commit_id}"

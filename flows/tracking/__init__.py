@@ -254,9 +254,11 @@ class RunTracker:
             columns = {k: [str(row.get(k, "")) for row in result.predictions] for k in result.predictions[0]}
             self.client.log_table(self.run_id, data=columns, artifact_file="eval_predictions.json")
 
-    def log_publish(self, commit_id: str, repo_id: str) -> None:
+    def log_publish(self, commit_id: str, repo_id: str, url: str | None = None) -> None:
         self.set_tag("hub.commit", commit_id)
         self.set_tag("hub.repo_id", repo_id)
+        if url:
+            self.set_tag("hub.commit_url", url)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

@@ -155,7 +155,7 @@ def rollback(decision: Decision, why: str) -> None:
     client.set_model_version_tag(name, decision.version, "retrain.rollback_reason", why[:500])
 
 
-def record_publish(decision: Decision, commit_url: str, repo_id: str) -> None:
+def record_publish(decision: Decision, commit_id: str, repo_id: str, url: str) -> None:
     client = _client()
-    client.set_model_version_tag(decision.registered_model, decision.version, "hub.commit", commit_url)
-    client.set_model_version_tag(decision.registered_model, decision.version, "hub.repo_id", repo_id)
+    for key, value in (("hub.commit", commit_id), ("hub.repo_id", repo_id), ("hub.commit_url", url)):
+        client.set_model_version_tag(decision.registered_model, decision.version, key, value)

@@ -172,3 +172,46 @@ def test_retrain_skips_unchanged_data_and_promotes_only_better(
     # A failed promotion is not a finished training: the next retrain trains again.
     again = retrain(params, policy, return_state=True)
     assert not is_skipped(again)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_promotion_publishes_to_the_hub_and_links_the_commit(
+    mlflow_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_hub: Any
+) -> None:
+    from huggingface_hub import HfApi
+    from prefect.client.orchestration import get_client
+
+    from flows.retrain import retrain
+
+    monkeypatch.setenv("HF_TOKEN", "hf_local_write")
+    model = fixtures.model_dir(tmp_path / "models", "seq_cls")
+    fixtures.write_jsonl(tmp_path / "train.jsonl", fixtures.rows("seq_cls", 16))
+    fixtures.write_jsonl(tmp_path / "test.jsonl", fixtures.rows("seq_cls", 8))
+    config = _params(tmp_path, model).model_dump(mode="json")
+    config["model"]["hub_id"] = "user/tiny-bert"
+    config["publish"] = {"repo_id": "user/tiny-bert-lora"}
+    params = FinetuneParams.model_validate(config)
+
+    state = retrain(params, PromotionParams(registered_model=MODEL), return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    commit = HfApi(token="hf_local_write").list_repo_commits("user/tiny-bert-lora")[0].commit_id
+    assert result["hub_commit"] == commit
+    assert result["hub_commit_url"] == f"{local_hub.url}/user/tiny-bert-lora/commit/{commit}"
+    version = mlflow_store.get_model_version(MODEL, "1")
+    assert version.tags["hub.commit"] == commit and version.tags["hub.repo_id"] == "user/tiny-bert-lora"
+    assert mlflow_store.get_run(result["run_id"]).data.tags["hub.commit_url"] == result["hub_commit_url"]
+    assert _aliases(mlflow_store) == {"champion": "1"}
+
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    links = {a.key: a.data for a in artifacts}
+    assert links["hub-commit"] == f"[Hub commit]({result['hub_commit_url']})"
+    assert "Published: " + result["hub_commit_url"] in str(links["retrain-decision"])

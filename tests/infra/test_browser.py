@@ -1,0 +1,214 @@
+"""The local stack through a real browser: the Prefect UI's run form, then the MLflow UI's run pages.
+
+Headless Chromium (Debian's, driven by Playwright) does what a user does: opens the `finetune`
+deployment, fills its custom-run form (the tiny-run values pasted as JSON, the rank changed in the
+form), starts the run with a click, and later opens the MLflow experiment and the compare view of
+two runs. Each page is saved as a screenshot under `tests-output/browser/`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.stack import REPO_ROOT, LocalStack, set_dotted
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = REPO_ROOT / "tests-output" / "browser"
+EXPERIMENT = "browser"
+TIMEOUT_MS = 60_000  # the machine is slow and shared: a first page load can take 10+ s
+
+# The cells a user sees on one line of a table, right of the cell whose text is `label`. MLflow's
+# compare view draws its metric rows as absolutely placed cells of separate grids, not table rows.
+ROW_JS = """(label) => {
+  const leaves = [...document.querySelectorAll('body *')].filter(
+    (e) => e.children.length === 0 && e.textContent.trim() && e.getClientRects().length);
+  const head = leaves.find((e) => e.textContent.trim() === label);
+  if (!head) return null;
+  const box = head.getBoundingClientRect(), y = (box.top + box.bottom) / 2;
+  return leaves
+    .map((e) => [e, e.getBoundingClientRect()])
+    .filter(([e, r]) => r.left > box.right && Math.abs((r.top + r.bottom) / 2 - y) < 8)
+    .sort((a, b) => a[1].left - b[1].left)
+    .map(([e]) => e.textContent.trim());
+}"""
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    # Session scope and first in the test signatures: a missing browser fails before the stack starts.
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: run `make setup-browser` (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1600, "height": 1200})
+    context.set_default_timeout(TIMEOUT_MS)
+    context.set_default_navigation_timeout(TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def _shot(page: Any, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    path.unlink(missing_ok=True)
+    page.screenshot(path=str(path))
+    return path
+
+
+def _assert_real_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    assert (width, height) == (1600, 1200), (path, width, height)
+    # A blank page of this size compresses to a few kB; a rendered one is far larger.
+    assert len(data) > 30_000, (path, len(data))
+
+
+def _field(page: Any, text: str) -> Any:
+    """The form property whose label or description is `text` (the labels' `for` ids match no input)."""
+    return page.get_by_text(text, exact=True).locator("xpath=ancestor::*[.//input][1]")
+
+
+def _open_custom_run_form(page: Any, stack: LocalStack) -> None:
+    page.goto(f"{stack.prefect_url}/deployments")
+    page.get_by_role("link", name="finetune", exact=True).first.click()
+    page.wait_for_url(re.compile(r"/deployments/deployment/"))
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_role("button", name="Custom run").click()
+    page.get_by_role("heading", name="Parameters", exact=True).wait_for()
+
+
+def _parameters_menu(page: Any, choice: str) -> None:
+    """The kebab menu next to "Parameters" toggles between the form and a JSON editor."""
+    heading = page.get_by_role("heading", name="Parameters", exact=True)
+    heading.locator("xpath=..").get_by_role("button").click()
+    page.get_by_text(choice, exact=True).click()
+
+
+def _finetune_run_count(stack: LocalStack) -> int:
+    dep = stack.deployment("finetune")
+    return int(stack.api("/flow_runs/count", {"flow_runs": {"deployment_id": {"any_": [dep["id"]]}}}))
+
+
+def _flow_run_named(stack: LocalStack, name: str) -> dict[str, Any]:
+    (run,) = stack.api("/flow_runs/filter", {"flow_runs": {"name": {"any_": [name]}}})
+    return dict(run)
+
+
+def test_an_invalid_rank_is_rejected_in_the_run_form(browser: Any, page: Any, local_stack: LocalStack) -> None:
+    before = _finetune_run_count(local_stack)
+    _open_custom_run_form(page, local_stack)
+    _field(page, "LoRA rank").get_by_role("spinbutton").fill("0")
+    page.get_by_role("button", name="Submit").click()
+
+    error = page.get_by_text(re.compile(r"Validation failed for field 'params\.peft\.r'"))
+    error.wait_for()
+    assert "0 is less than or equal to the minimum of 0" in error.inner_text()
+    _field(page, "LoRA rank").scroll_into_view_if_needed()
+    _assert_real_png(_shot(page, "prefect-invalid-rank"))
+    assert page.get_by_role("button", name="Submit").is_visible()  # still on the form
+    assert _finetune_run_count(local_stack) == before
+
+
+def test_a_run_started_in_the_prefect_ui_shows_up_in_the_mlflow_ui(
+    browser: Any, page: Any, local_stack: LocalStack, tiny_run: dict[str, Any]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    overrides = {**tiny_run["overrides"], "params.tracking.experiment": EXPERIMENT}
+    # The run to compare with, started through the API first: it trains while the browser works.
+    other = local_stack.trigger(
+        "finetune",
+        {**overrides, "params.peft.r": 5, "params.tracking.run_name": "browser-r5", "params.output_dir": str(tiny_run["root"] / "out-r5")},
+    )
+
+    # The Prefect UI: the tiny-run values pasted into the JSON editor, the rank and name in the form.
+    _open_custom_run_form(page, local_stack)
+    _parameters_menu(page, "Use JSON input")
+    editor = page.get_by_role("textbox").and_(page.locator("textarea"))
+    params = json.loads(editor.input_value())
+    assert params["params"]["peft"]["r"] == 8  # the quickstart's defaults
+    for key, value in {**overrides, "params.tracking.run_name": "browser-r3"}.items():
+        set_dotted(params, key, value)
+    editor.fill(json.dumps(params, indent=2))
+    _parameters_menu(page, "Use form input")
+    _field(page, "Run Name").get_by_role("textbox").fill("browser-r3")
+    rank = _field(page, "LoRA rank").get_by_role("spinbutton")
+    assert rank.input_value() == "2"  # the JSON reached the form
+    rank.fill("3")
+    _assert_real_png(_shot(page, "prefect-run-form"))
+    page.get_by_role("button", name="Submit").click()
+    page.get_by_text("browser-r3", exact=True).and_(page.get_by_text(re.compile("scheduled"))).or_(
+        page.get_by_text(re.compile(r"scheduled to start"))
+    ).first.wait_for()
+
+    started = _flow_run_named(local_stack, "browser-r3")
+    assert started["parameters"]["params"]["peft"]["r"] == 3
+    run = local_stack.wait(started["id"])
+    assert run["state"]["type"] == "COMPLETED", local_stack.logs(started["id"])
+    assert local_stack.wait(other)["state"]["type"] == "COMPLETED", local_stack.logs(other)
+
+    page.goto(f"{local_stack.prefect_url}/flow-runs/flow-run/{started['id']}")
+    page.get_by_text("Completed", exact=True).first.wait_for()
+    page.get_by_text("Artifacts", exact=True).click()
+    page.get_by_text("eval-metrics", exact=True).wait_for()
+    assert page.get_by_text("browser-r3", exact=True).first.is_visible()
+    _assert_real_png(_shot(page, "prefect-flow-run"))
+
+    # The MLflow UI: the experiment's runs, then two of them compared.
+    client = MlflowClient(tracking_uri=local_stack.mlflow_url)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    mlruns = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(mlruns) == {"browser-r3", "browser-r5"}
+    assert mlruns["browser-r3"].data.params["peft.r"] == "3"
+
+    page.goto(f"{local_stack.mlflow_url}/#/experiments/{experiment.experiment_id}/runs")
+    for name in mlruns:
+        page.get_by_role("link", name=name, exact=True).wait_for()
+    assistant = page.get_by_role("button", name="Close", exact=True)
+    if assistant.is_visible():  # MLflow's assistant side panel: closed for a wider screenshot
+        assistant.click()
+    _assert_real_png(_shot(page, "mlflow-experiment"))
+
+    page.get_by_role("checkbox", name="Select all runs").check()
+    page.get_by_role("button", name="Compare", exact=True).click()
+    page.wait_for_url(re.compile(r"#/compare-runs\?"))
+    page.get_by_role("link", name="eval_accuracy", exact=True).wait_for()
+    page.get_by_text("Visualizations", exact=True).click()  # collapse the plots to show the tables
+    page.get_by_text("Parameters", exact=True).click()
+    page.get_by_role("link", name="eval_accuracy", exact=True).scroll_into_view_if_needed()
+    names = page.evaluate(ROW_JS, "Run Name:")
+    assert sorted(names) == ["browser-r3", "browser-r5"], names
+    for metric in ("eval_accuracy", "trainable_params"):
+        shown = [float(v) for v in page.evaluate(ROW_JS, metric)]
+        expected = [mlruns[n].data.metrics[metric] for n in names]
+        assert shown == pytest.approx(expected, abs=1e-3), (metric, shown, expected)
+    _assert_real_png(_shot(page, "mlflow-compare"))
