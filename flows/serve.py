@@ -333,6 +333,8 @@ def _stop_processes(state: dict[str, Any], timeout_s: float) -> list[str]:
 
 def stop(home: Path, timeout_s: float = 30.0) -> list[str]:
     """Stop everything `start` recorded in `home`; returns what was stopped (empty: nothing ran)."""
+    if not home.is_dir():
+        return []
     with _lock(home):
         state = read_state(home)
         if state is None:

@@ -333,3 +333,5 @@ def test_stop_and_status_without_a_stack(tmp_path: Path, capsys: pytest.CaptureF
     assert "nothing is running" in capsys.readouterr().out
     assert main(["status", "--home", str(tmp_path)]) == 1
     assert "not running" in capsys.readouterr().out
+    assert main(["stop", "--home", str(tmp_path / "never-made")]) == 0
+    assert not (tmp_path / "never-made").exists()

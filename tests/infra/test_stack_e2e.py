@@ -196,6 +196,43 @@ def test_a_retrain_firing_while_one_runs_does_not_train_twice(
     assert len(client.search_runs([experiment.experiment_id])) == 1  # one training, not two
 
 
+def test_sweep_nests_trials_and_shows_the_comparison(
+    local_stack: LocalStack, tiny_run: dict[str, Any]
+) -> None:
+    import urllib.request
+
+    overrides = {
+        **tiny_run["overrides"],
+        "params.tracking.experiment": "e2e-sweep",
+        "grid.methods": ["lora", "dora"],
+        "grid.ranks": [2, 4],
+        "grid.learning_rates": [0.003],
+    }
+    run = local_stack.wait(local_stack.trigger("sweep", overrides))
+    assert run["state"]["type"] == "COMPLETED", local_stack.logs(run["id"])
+
+    client = _client(local_stack)
+    experiment = client.get_experiment_by_name("e2e-sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == sorted(
+        f"r{r}-{m}-lr0.003" for m in ("lora", "dora") for r in (2, 4)
+    )
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "comparison.json",
+        "comparison.csv",
+        "comparison.png",
+    }
+    artifacts = {a["key"]: a for a in local_stack.artifacts(run["id"])}
+    assert len(json.loads(artifacts["sweep-comparison"]["data"])) == 4
+    # The plot is shown from the MLflow server's proxied-artifact route: the URL serves the PNG.
+    plot = artifacts["sweep-plot"]
+    assert plot["type"] == "image" and plot["data"].startswith(f"{local_stack.mlflow_url}/get-artifact?")
+    with urllib.request.urlopen(plot["data"], timeout=30) as resp:
+        assert resp.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def test_stop_leaves_no_process(local_stack: LocalStack) -> None:
     state = json.loads((local_stack.home / "state.json").read_text())
     tree = []
