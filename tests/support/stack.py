@@ -77,14 +77,21 @@ class LocalStack:
 
     # -- Prefect REST, as the UI calls it --------------------------------------------------------------
     def api(self, path: str, body: Any = None, method: str | None = None) -> Any:
-        req = urllib.request.Request(
-            f"{self.prefect_url}/api{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method=method,
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
+        """One REST call; 429/502/503 (a busy SQLite server) are retried with backoff, as Prefect's client does."""
+        for attempt in range(6):
+            req = urllib.request.Request(
+                f"{self.prefect_url}/api{path}",
+                data=None if body is None else json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+                method=method,
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return json.loads(resp.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                if exc.code not in (429, 502, 503) or attempt == 5:
+                    raise
+                time.sleep(2**attempt)
 
     def deployment(self, name: str) -> dict[str, Any]:
         flow_name = name  # each deployment serves the flow of the same name
