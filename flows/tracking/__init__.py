@@ -59,6 +59,23 @@ def _client() -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri())
 
 
+# The MLflow UI opens an experiment with this kind on its runs table (without it: the GenAI overview).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created (as a model-training experiment) when it does not exist."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    try:
+        return str(client.create_experiment(name, tags=EXPERIMENT_KIND))
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # created meanwhile by a concurrent run
+            raise
+        return str(client.get_experiment_by_name(name).experiment_id)  # type: ignore[union-attr]
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -104,10 +121,7 @@ class RunTracker:
         import peftcore
 
         client = _client()
-        experiment = client.get_experiment_by_name(params.tracking.experiment)
-        experiment_id = (
-            experiment.experiment_id if experiment else client.create_experiment(params.tracking.experiment)
-        )
+        experiment_id = ensure_experiment(client, params.tracking.experiment)
         all_tags = {
             "git.commit": git_commit(),
             "version.torch": torch.__version__,

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from flows.params import FinetuneParams, SweepGrid
-from flows.tracking import _client, run_url, tracking_uri
+from flows.tracking import _client, ensure_experiment, run_url, tracking_uri
 
 PARENT_TAG = MLFLOW_PARENT_RUN_ID
 TRIAL_TAG = "sweep.trial"
@@ -38,8 +38,7 @@ def start_parent(params: FinetuneParams, grid: SweepGrid, tags: dict[str, str | 
     """Create the parent run in `params.tracking.experiment`; returns its run id."""
     client = _client()
     name = params.tracking.experiment
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    experiment_id = ensure_experiment(client, name)
     grid_values = grid.model_dump(mode="json")
     all_tags = {
         "sweep.grid": json.dumps(grid_values, sort_keys=True),

@@ -99,6 +99,7 @@ def test_finetune_triggered_like_the_ui_is_tracked_on_the_mlflow_server(
 
     client = _client(local_stack)
     experiment = client.get_experiment_by_name("e2e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # UI opens on runs
     (mlrun,) = client.search_runs([experiment.experiment_id])
     assert mlrun.info.run_name == "e2e-r2" and mlrun.info.status == "FINISHED"
     assert set(mlrun.data.metrics) >= RUN_METRICS
