@@ -58,7 +58,9 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/pipeline.py
 
 # The local stack on 127.0.0.1: Prefect server + UI (:4200), MLflow server + UI (:5000), the deployments.
-# Options go through SERVE_ARGS, e.g. make serve SERVE_ARGS="--prefect-port 4300 --no-schedules".
+# Options go through SERVE_ARGS, e.g. make serve SERVE_ARGS="--no-schedules"; PEFTFLOW_HOME,
+# PEFTFLOW_PREFECT_PORT and PEFTFLOW_MLFLOW_PORT (e.g. make serve PEFTFLOW_PREFECT_PORT=4300) reach
+# serve, stop and status alike.
 serve: setup
 	$(PY) -m flows.cli serve $(SERVE_ARGS)
 
