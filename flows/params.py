@@ -189,6 +189,11 @@ class PromotionParams(_Strict):
     metric: str = Field("eval_accuracy", description="Run metric compared against the champion's")
     direction: Literal["maximize", "minimize"] = Field("maximize", description="Which way is better")
     min_delta: float = Field(0.0, ge=0, description="Required improvement over the champion")
+    compare_on: Literal["current_data", "recorded"] = Field(
+        "current_data",
+        description="current_data: score the champion on this run's test split too (same data for both); "
+        "recorded: use the metric the champion's run logged",
+    )
     force: bool = Field(False, description="Train even when the data has not changed since the last run")
 
     @field_validator("registered_model")

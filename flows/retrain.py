@@ -3,7 +3,9 @@
 1. Fingerprint the data (and the recipe); when nothing changed since the last trained run of this
    registered model, finish Completed with a "skipped" message: no training.
 2. Otherwise run the `finetune` flow (without publishing), register the adapter as a new version in
-   the MLflow model registry, and compare it with the `champion` on `policy.metric`.
+   the MLflow model registry, and compare it with the `champion` on `policy.metric` — by default with
+   the champion scored on this run's test split too, since metrics on different test sets do not
+   compare (`policy.compare_on`; logged as `champion_<metric>` on the new run).
 3. A better version takes the `champion` alias and is published to the Hub; a publish failure moves the
    alias back (promotion and publishing succeed or fail together). A worse one becomes `challenger`.
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -25,8 +29,10 @@ from prefect.states import Completed, State
 
 from flows.finetune import finetune, preflight, publish_task, run_artifacts, run_key, tokenize_task
 from flows.params import FinetuneParams, PromotionParams
+from flows.steps import TokenizedData
+from flows.steps import evaluate as evaluate_step
 from flows.steps import publish as publish_step
-from flows.tracking import RunTracker, registry
+from flows.tracking import RunTracker, param_value, registry
 
 
 def check_policy(params: FinetuneParams, policy: PromotionParams) -> None:
@@ -44,9 +50,53 @@ def retrain_fingerprint(data_fingerprint: str, params: FinetuneParams) -> str:
     return hashlib.sha256(json.dumps([data_fingerprint, run_key(params)]).encode()).hexdigest()[:32]
 
 
+# A champion scored on this run's test data must have been trained for the same inputs and outputs.
+COMPARABLE = (
+    "model.name_or_path",
+    "model.revision",
+    "model.task",
+    "data.label_names",
+    "data.prompt_template",
+)
+
+
+@dataclass
+class ChampionScore:
+    version: str | None
+    value: float | None
+    note: str
+
+
+@task(name="score-champion", cache_policy=NO_CACHE)
+def score_champion_task(
+    params: FinetuneParams, data: TokenizedData, policy: PromotionParams
+) -> ChampionScore:
+    """The champion's metric on the same test split as the new adapter (None: use its logged value)."""
+    source = registry.champion_source(policy.registered_model)
+    if source is None:
+        return ChampionScore(None, None, "")
+    flat = params.flat()
+    differ = [k for k in COMPARABLE if source.params.get(k) != param_value(flat.get(k))]
+    if differ:
+        return ChampionScore(source.version, None, f"as logged by its run: its {', '.join(differ)} differ")
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter = registry.download_adapter(source.run_id, tmp)
+        metrics = evaluate_step.evaluate(params, data, adapter).metrics
+    value = metrics.get(policy.metric.removeprefix("eval_"))
+    note = "on this run's test split" if value is not None else ""
+    return ChampionScore(source.version, value, note)
+
+
 @task(name="register-and-decide", cache_policy=NO_CACHE)
-def decide_task(run_id: str, policy: PromotionParams) -> registry.Decision:
-    return registry.register_and_decide(run_id, policy, description=f"retrain run {run_id}")
+def decide_task(run_id: str, policy: PromotionParams, champion: ChampionScore) -> registry.Decision:
+    return registry.register_and_decide(
+        run_id,
+        policy,
+        description=f"retrain run {run_id}",
+        champion_value=champion.value,
+        champion_note=champion.note,
+        champion_version=champion.version,
+    )
 
 
 @flow(name="retrain")
@@ -77,7 +127,12 @@ def retrain(params: FinetuneParams, policy: PromotionParams = PromotionParams())
     }
     summary = finetune(inner)
     tracker = RunTracker(summary["run_id"])
-    decision = decide_task(summary["run_id"], policy)
+    champion = ChampionScore(None, None, "")
+    if policy.compare_on == "current_data":
+        champion = score_champion_task(params, data, policy)
+        if champion.value is not None:
+            tracker.log_metrics({f"champion_{policy.metric}": champion.value})
+    decision = decide_task(summary["run_id"], policy, champion)
     logger.info("registry: version %s — %s", decision.version, decision.reason)
     commit = url = None
     if decision.promoted and params.publish.repo_id:

@@ -154,7 +154,7 @@ class RunTracker:
     def log_params(self, params: FinetuneParams) -> None:
         from mlflow.entities import Param
 
-        flat = {k: _param_value(v) for k, v in params.flat().items()}
+        flat = {k: param_value(v) for k, v in params.flat().items()}
         items = [Param(k, v) for k, v in flat.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
@@ -192,7 +192,7 @@ class RunTracker:
             },
             step=0,
         )
-        items = [Param(f"peft_config.{k}", _param_value(v)) for k, v in sorted(wrap.peft_config.items())]
+        items = [Param(f"peft_config.{k}", param_value(v)) for k, v in sorted(wrap.peft_config.items())]
         self.client.log_batch(self.run_id, params=items)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -330,7 +330,7 @@ def search_runs(experiment: str) -> list[dict[str, Any]]:
     ]
 
 
-def _param_value(value: Any) -> str:
+def param_value(value: Any) -> str:
     text = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
     return text[:6000]
 

@@ -98,8 +98,44 @@ def is_better(new: float, old: float, direction: str, min_delta: float) -> bool:
     return new > old + min_delta if direction == "maximize" else new < old - min_delta
 
 
-def register_and_decide(run_id: str, policy: PromotionParams, description: str = "") -> Decision:
-    """Register the run's adapter as a new version and give it `champion` or `challenger`."""
+@dataclass
+class ChampionSource:
+    version: str
+    run_id: str
+    params: dict[str, str]  # the champion run's logged params (dotted keys)
+
+
+def champion_source(registered_model: str) -> ChampionSource | None:
+    """The champion version, its run and that run's params; None when there is no champion."""
+    client = _client()
+    version = champion(registered_model, client)
+    if version is None:
+        return None
+    run_id = client.get_model_version(registered_model, version).run_id
+    if not run_id:
+        return None
+    return ChampionSource(version, run_id, dict(client.get_run(run_id).data.params))
+
+
+def download_adapter(run_id: str, dest: str) -> str:
+    """The run's `adapter/` artifact, downloaded under `dest`; returns its local path."""
+    return str(_client().download_artifacts(run_id, "adapter", dest))
+
+
+def register_and_decide(
+    run_id: str,
+    policy: PromotionParams,
+    description: str = "",
+    champion_value: float | None = None,
+    champion_note: str = "",
+    champion_version: str | None = None,
+) -> Decision:
+    """Register the run's adapter as a new version and give it `champion` or `challenger`.
+
+    `champion_value`, when given, is the metric of champion `champion_version` measured on this run's
+    test data (see `retrain`); it is used only if that version still holds the alias. Otherwise the
+    value the champion's run logged is used.
+    """
     client = _client()
     run = client.get_run(run_id)
     if policy.metric not in run.data.metrics:
@@ -122,21 +158,24 @@ def register_and_decide(run_id: str, policy: PromotionParams, description: str =
         tags={policy.metric: str(value), "dataset.fingerprint": run.data.tags.get("dataset.fingerprint", "")},
         description=description or None,
     ).version
-    champion_value = None
+    if champion_version != previous:  # measured on another version than the one now in place
+        champion_value, champion_note = None, ""
     if previous is None:
         promoted, reason = True, "first version: no champion yet"
     else:
-        prev_run = client.get_model_version(name, previous).run_id
-        prev_metrics = client.get_run(prev_run).data.metrics if prev_run else {}
-        champion_value = prev_metrics.get(policy.metric)
+        if champion_value is None:
+            prev_run = client.get_model_version(name, previous).run_id
+            prev_metrics = client.get_run(prev_run).data.metrics if prev_run else {}
+            champion_value = prev_metrics.get(policy.metric)
+            champion_note = champion_note or "as logged by its run"
         if champion_value is None:
             promoted, reason = True, f"champion v{previous} has no {policy.metric}"
         else:
             promoted = is_better(value, champion_value, policy.direction, policy.min_delta)
             word = "beats" if promoted else "does not beat"
             reason = (
-                f"{policy.metric} {value:.6g} {word} champion v{previous} ({champion_value:.6g}; "
-                f"{policy.direction}, min_delta {policy.min_delta:g})"
+                f"{policy.metric} {value:.6g} {word} champion v{previous} ({champion_value:.6g} "
+                f"{champion_note}; {policy.direction}, min_delta {policy.min_delta:g})"
             )
     client.set_registered_model_alias(name, CHAMPION if promoted else CHALLENGER, version)
     client.set_model_version_tag(name, version, "retrain.decision", "champion" if promoted else "challenger")

@@ -78,6 +78,23 @@ def test_rollback_restores_previous_champion_or_removes_the_alias(mlflow_store: 
     assert tags["retrain.decision"] == "rolled-back" and "503" in tags["retrain.rollback_reason"]
 
 
+def test_a_champion_score_on_the_new_data_replaces_the_logged_one(mlflow_store: Any) -> None:
+    policy = PromotionParams(registered_model=MODEL)
+    registry.register_and_decide(_run_with(mlflow_store, {"eval_accuracy": 0.9}), policy)
+    # On the new test split the champion scores 0.6: a new 0.7 beats it (it would not beat 0.9).
+    new = _run_with(mlflow_store, {"eval_accuracy": 0.7})
+    decision = registry.register_and_decide(
+        new, policy, champion_value=0.6, champion_note="on this run's test split", champion_version="1"
+    )
+    assert decision.promoted and decision.champion_value == 0.6
+    assert "(0.6 on this run's test split;" in decision.reason
+    # A score of another version than the one holding the alias now is not used: v2 logged 0.7.
+    late = registry.register_and_decide(
+        _run_with(mlflow_store, {"eval_accuracy": 0.65}), policy, champion_value=0.1, champion_version="1"
+    )
+    assert not late.promoted and late.champion_value == 0.7 and "as logged by its run" in late.reason
+
+
 def test_missing_metric_is_a_clear_error(mlflow_store: Any) -> None:
     run_id = _run_with(mlflow_store, {"eval_f1": 0.5})
     with pytest.raises(ValueError, match="has no metric 'eval_accuracy'"):
@@ -119,6 +136,8 @@ def test_retrain_skips_unchanged_data_and_promotes_only_better(
 ) -> None:
     from flows.retrain import is_skipped, retrain
     from flows.steps import publish as publish_step
+    from flows.steps.data import tokenize
+    from flows.steps.evaluate import evaluate
 
     model = fixtures.model_dir(tmp_path / "models", "seq_cls")
     fixtures.write_jsonl(tmp_path / "train.jsonl", fixtures.rows("seq_cls", 16))
@@ -141,11 +160,20 @@ def test_retrain_skips_unchanged_data_and_promotes_only_better(
     experiment = mlflow_store.get_experiment_by_name("retrain-test")
     assert len(mlflow_store.search_runs([experiment.experiment_id])) == 1
 
-    # New data: trained and registered as v2; champion only if its accuracy beats v1's.
+    # New data, a new test split too: v2 is compared with v1 scored on the SAME new test split
+    # (v1's logged accuracy was on the old one), and takes `champion` only if it beats that.
     fixtures.write_jsonl(tmp_path / "train.jsonl", fixtures.rows("seq_cls", 24))
+    positives = [row for row in fixtures.rows("seq_cls", 16) if row["label"] == "positive"]
+    fixtures.write_jsonl(tmp_path / "test.jsonl", positives)
     second = retrain(params, policy)
     decision = second["decision"]
     assert decision["version"] == "2" and decision["previous_champion"] == "1"
+    data = tokenize(params, str(tmp_path / "out" / "cache" / "tokenized"))
+    v1_adapter = registry.download_adapter(first["run_id"], str(tmp_path / "v1"))
+    v1_now = evaluate(params, data, v1_adapter).metrics["accuracy"]
+    assert decision["champion_value"] == v1_now
+    assert "on this run's test split" in decision["reason"]
+    assert mlflow_store.get_run(second["run_id"]).data.metrics["champion_eval_accuracy"] == v1_now
     better = decision["value"] > decision["champion_value"]
     assert decision["promoted"] is better
     assert _aliases(mlflow_store) == ({"champion": "2"} if better else {"champion": "1", "challenger": "2"})
