@@ -185,13 +185,15 @@ def test_a_retrain_firing_while_one_runs_does_not_train_twice(
         **tiny_run["overrides"],
         "params.tracking.experiment": "e2e-overlap",
         "policy.registered_model": "e2e-overlap",
-        "params.train.max_steps": 12,  # long enough to still be running when the second run comes
+        "params.train.max_steps": 80,  # still training when the second run is picked up (poll: 2 s)
     }
     first = local_stack.trigger("retrain", overrides)
     local_stack.wait_for_state(first, ("RUNNING",))
     second = local_stack.trigger("retrain", overrides)  # what a schedule firing now creates
     finished_second = local_stack.wait(second, timeout=200)
+    assert local_stack.flow_run(first)["state"]["type"] == "RUNNING"  # they did overlap
     assert finished_second["state"]["type"] == "CANCELLED", finished_second["state"]
+    assert "concurrency" in (finished_second["state"]["message"] or "").lower(), finished_second["state"]
     assert local_stack.wait(first)["state"]["type"] == "COMPLETED"
     client = _client(local_stack)
     experiment = client.get_experiment_by_name("e2e-overlap")
