@@ -64,6 +64,11 @@ class Stack:
     def state_file(self) -> Path:
         return self.home / "state.json"
 
+    @property
+    def ready_file(self) -> Path:
+        """Written by the deployments process once its deployments are registered and resumed."""
+        return self.home / "deployments.ready"
+
     def log_file(self, service: str) -> Path:
         return self.home / "logs" / f"{service}.log"
 
@@ -148,6 +153,7 @@ def _bin(name: str) -> str:
 def _commands(stack: Stack, spec: Path, schedules: bool, training_slots: int) -> dict[str, list[str]]:
     mlflow_dir = stack.home / "mlflow"
     deployments = [sys.executable, "-m", "flows.deployments", "--spec", str(spec)]
+    deployments += ["--ready-file", str(stack.ready_file.resolve())]
     deployments += ["--training-slots", str(training_slots)] + ([] if schedules else ["--no-schedules"])
     return {
         "mlflow": [
@@ -212,8 +218,11 @@ def _healthy(stack: Stack, service: str, names: list[str]) -> bool:
                 return resp.status == 200
         if service == "prefect":
             return _get_json(f"{stack.prefect_url}/api/health") is True
+        # The process says when it is done (a restart finds its earlier deployments already there).
+        if not stack.ready_file.exists():
+            return False
         found = _get_json(f"{stack.prefect_url}/api/deployments/filter", {"limit": 200})
-        return set(names) <= {d["name"] for d in found}
+        return set(names) <= {d["name"] for d in found if not d["paused"]}
     except (OSError, ValueError, urllib.error.URLError):
         return False
 
@@ -257,6 +266,7 @@ def start(
         (stack.home / "prefect").mkdir(parents=True, exist_ok=True)
         env = _env(stack)
         commands = _commands(stack, spec, schedules, training_slots)
+        stack.ready_file.unlink(missing_ok=True)
         state: dict[str, Any] = {
             "home": str(stack.home.resolve()),
             "prefect_url": stack.prefect_url,
@@ -344,4 +354,5 @@ def stop(home: Path, timeout_s: float = 30.0) -> list[str]:
             return []
         stopped = _stop_processes(state, timeout_s)
         (home / "state.json").unlink(missing_ok=True)
+        (home / "deployments.ready").unlink(missing_ok=True)
         return stopped

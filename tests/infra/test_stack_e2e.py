@@ -261,3 +261,22 @@ def test_stop_leaves_no_process(local_stack: LocalStack) -> None:
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
             sock.bind(("127.0.0.1", port))
+
+
+def test_a_restart_keeps_the_data_and_the_nightly_schedule(local_stack: LocalStack) -> None:
+    # After the stop above: the same home and ports. `stop` paused the deployments (no scheduled run
+    # waits for a runner that is gone); a new serve must resume them, schedule included.
+    local_stack.start()
+    try:
+        retrain = local_stack.deployment("retrain")
+        assert retrain["paused"] is False
+        assert [(s["schedule"]["cron"], s["active"]) for s in retrain["schedules"]] == [("0 2 * * *", True)]
+        assert _client(local_stack).get_registered_model(MODEL).aliases  # the registry survived
+    finally:
+        local_stack.stop()
+    local_stack.start("--no-schedules")
+    try:
+        retrain = local_stack.deployment("retrain")
+        assert retrain["paused"] is False and retrain["schedules"] == []
+    finally:
+        assert "stopped: deployments" in local_stack.stop()
