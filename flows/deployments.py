@@ -17,22 +17,15 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import yaml
 from prefect import Flow, serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from flows.finetune import TRAINING_LIMIT
+from flows.serve import load_spec
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "infra" / "prefect.yaml"
-
-
-def load_spec(path: str | Path) -> list[dict[str, Any]]:
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or not isinstance(data.get("deployments"), list):
-        raise ValueError(f"{path}: expected a prefect.yaml with a `deployments:` list")
-    return list(data["deployments"])
 
 
 def load_flow(entrypoint: str) -> Flow[Any, Any]:

@@ -234,14 +234,22 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def deployment_names(spec: Path) -> list[str]:
+def load_spec(path: str | Path) -> list[dict[str, Any]]:
+    """The `deployments:` entries of a prefect.yaml (read here too, so `serve` checks it before starting)."""
     import yaml
 
     try:
-        data = yaml.safe_load(spec.read_text(encoding="utf-8"))
-        return [str(d["name"]) for d in data["deployments"]]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise ServeError(f"{spec}: not a readable prefect.yaml with deployments ({exc})") from None
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ServeError(f"{path}: not a readable prefect.yaml ({exc})") from None
+    entries = data.get("deployments") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(d, dict) and "name" in d for d in entries):
+        raise ServeError(f"{path}: expected a prefect.yaml with a `deployments:` list of named entries")
+    return entries
+
+
+def deployment_names(spec: Path) -> list[str]:
+    return [str(d["name"]) for d in load_spec(spec)]
 
 
 def start(

@@ -8,6 +8,8 @@ import datasets
 import evaluate
 from sklearn.metrics import accuracy_score
 
+from ._classification import SKLEARN_CITATION
+
 _DESCRIPTION = """
 Accuracy is the proportion of examples whose predicted class equals the reference class:
 (number of correct predictions) / (number of predictions). It lies in [0, 1]; higher is better.
@@ -31,20 +33,6 @@ Example:
     {'accuracy': 0.75}
 """
 
-_CITATION = """
-@article{scikit-learn,
-  title={Scikit-learn: Machine Learning in {P}ython},
-  author={Pedregosa, F. and Varoquaux, G. and Gramfort, A. and Michel, V. and Thirion, B. and
-          Grisel, O. and Blondel, M. and Prettenhofer, P. and Weiss, R. and Dubourg, V. and
-          Vanderplas, J. and Passos, A. and Cournapeau, D. and Brucher, M. and Perrot, M. and
-          Duchesnay, E.},
-  journal={Journal of Machine Learning Research},
-  volume={12},
-  pages={2825--2830},
-  year={2011}
-}
-"""
-
 
 class Accuracy(evaluate.Metric):
     """Classification accuracy."""
@@ -52,7 +40,7 @@ class Accuracy(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation=_CITATION,
+            citation=SKLEARN_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}

@@ -6,6 +6,7 @@ share one contract.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,3 +52,12 @@ class TrainResult:
 class EvalResult:
     metrics: dict[str, float]
     predictions: list[dict[str, Any]]  # a sample: input, reference, prediction
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks (data fingerprints, adapter checksums)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.params import DataParams, FinetuneParams
-from flows.steps import TokenizedData
+from flows.steps import TokenizedData, file_sha256
 from flows.steps.model import load_tokenizer, tokenizer_identity
 
 FORMAT_VERSION = "1"  # bump when the tokenization below changes what it writes
@@ -50,7 +50,7 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
     local = _local_files(d)
     # Local files are fingerprinted by their bytes, so a cache hit needs no parsing at all.
     fingerprint = (
-        _hash(*(f"{split}={Path(p).name}:{_file_sha(p)}" for split, p in local.items())) if local else ""
+        _hash(*(f"{split}={Path(p).name}:{file_sha256(p)}" for split, p in local.items())) if local else ""
     )
     source = ", ".join(f"{split}={os.path.abspath(p)}" for split, p in local.items())
     key = _cache_key(params, fingerprint) if local else ""
@@ -455,14 +455,6 @@ def _count_tokens(column: Any) -> int:
     import pyarrow.compute as pc
 
     return int(pc.sum(pc.list_value_length(column)).as_py() or 0)
-
-
-def _file_sha(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _mkdir(path: str) -> str:

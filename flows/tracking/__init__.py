@@ -7,7 +7,6 @@ The tracking URI comes from `MLFLOW_TRACKING_URI` (default `sqlite:///mlflow.db`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from flows.params import FinetuneParams
-from flows.steps import EvalResult, TokenizedData, TrainResult, WrapResult
+from flows.steps import EvalResult, TokenizedData, TrainResult, WrapResult, file_sha256
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 METRICS = (
@@ -88,14 +87,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run_url(run_id: str, experiment_id: str, uri: str | None = None) -> str | None:

@@ -31,6 +31,19 @@ from typing import Any
 import torch
 
 TASKS = ("seq_cls", "token_cls", "causal_lm", "seq2seq_lm")
+# The metrics every tracked training run logs, whatever its task and evaluation settings.
+RUN_METRICS = frozenset(
+    {
+        "trainable_params",
+        "all_params",
+        "trainable_percent",
+        "adapter_size_bytes",
+        "train_loss",
+        "train_runtime_s",
+        "train_tokens_per_s",
+        "peak_memory_mb",
+    }
+)
 LABELS = ["negative", "positive"]
 TAGS = ["B-LOC", "B-PER", "O"]
 MAX_POSITIONS = 256  # above the default data.max_length (128) plus special tokens

@@ -53,19 +53,7 @@ EVAL_METRICS = {
     "seq2seq_lm": {"eval_exact_match", "eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum"},
 }
 # Every run logs these, whatever the task (eval_loss comes from the evaluations during training).
-FIXED_METRICS = {
-    "trainable_params",
-    "all_params",
-    "trainable_percent",
-    "adapter_size_bytes",
-    "train_loss",
-    "train_runtime_s",
-    "train_tokens_per_s",
-    "peak_memory_mb",
-    "eval_loss",
-    "learning_rate",
-    "grad_norm",
-}
+FIXED_METRICS = fixtures.RUN_METRICS | {"eval_loss", "learning_rate", "grad_norm"}
 AUTO_CLASS = {
     "seq_cls": peftcore.AutoPeftModelForSequenceClassification,
     "token_cls": peftcore.AutoPeftModelForTokenClassification,

@@ -113,13 +113,7 @@ class LocalStack:
         return dict(self.api(f"/flow_runs/{run_id}"))
 
     def wait(self, run_id: str, timeout: float = 400) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.flow_run(run_id)
-            if run["state"]["type"] in FINAL:
-                return run
-            time.sleep(1.0)
-        raise TimeoutError(f"flow run {run_id} not finished after {timeout} s: {run['state']}")
+        return self.wait_for_state(run_id, FINAL, timeout)
 
     def wait_for_state(self, run_id: str, states: tuple[str, ...], timeout: float = 200) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
