@@ -266,7 +266,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     def load(overrides: list[str]) -> FinetuneParams:
         params = FinetuneParams.from_yaml(args.config, overrides)
-        files = {k: os.path.abspath(v) for k in ("train_file", "test_file") if (v := getattr(params.data, k))}
+        files = {
+            k: os.path.abspath(v)
+            for k in ("train_file", "validation_file", "test_file")
+            if (v := getattr(params.data, k))
+        }
         return params.model_copy(update={"data": params.data.model_copy(update=files)})
 
     base = load([*(QUICK if args.quick else []), *args.overrides])
@@ -282,14 +286,15 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         (data_step, "tokenize", "tokenize"),
         (model_step, "wrap", "wrap"),
         (train_step, "train", "train"),
-        (evaluate_step, "evaluate", "evaluate"),
+        (evaluate_step, "evaluate_splits", "evaluate"),
         (flow_mod, "preflight", "preflight"),
         (tracking.RunTracker, "start", "mlflow: create run, log params"),
         (tracking.RunTracker, "log_dataset", "mlflow: log_dataset"),
         (tracking.RunTracker, "log_wrap", "mlflow: log_wrap"),
         (tracking.RunTracker, "log_step", "mlflow: log_step (in train)"),
         (tracking.RunTracker, "log_train", "mlflow: log_train (adapter, curve)"),
-        (tracking.RunTracker, "log_eval", "mlflow: log_eval (predictions)"),
+        (tracking.RunTracker, "log_eval", "mlflow: log_eval"),
+        (tracking.RunTracker, "log_predictions", "mlflow: log_predictions (table)"),
         (tracking.RunTracker, "finish", "mlflow: finish"),
         (tracking.RunTracker, "url", "mlflow: url"),
         (flow_mod, "prefect_tags", "prefect: run tags"),
@@ -303,9 +308,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         with paused(meter.proc):
             data = data_step.tokenize(params, os.path.join(params.output_dir, "cache", "tokenized"))
             model_step.wrap(params, data.label_names)
-            run_dir = os.path.join(params.output_dir, "runs", flow_mod.run_key(params))
+            run_dir = os.path.join(params.output_dir, "runs", flow_mod.run_key(params, data.fingerprint))
             trained = train_step.train(params, data, run_dir)
-            return evaluate_step.evaluate(params, data, trained.adapter_dir).metrics
+            return evaluate_step.evaluate_splits(params, data, trained.adapter_dir)["test"].metrics
 
     def flow(params: FinetuneParams) -> dict[str, float]:
         metrics = flow_mod.finetune(params)["metrics"]

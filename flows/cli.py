@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
             default=[],
             metavar="KEY=VALUE",
             help=f"{section} setting ({model_help}), e.g. --{section} "
-            + ("metric=eval_f1" if name == "retrain" else "ranks=[4,8]"),
+            + ("metric=val_f1" if name == "retrain" else "ranks=[4,8]"),
         )
     home_help = "state directory: databases, artifacts, logs, pids (default: $PEFTFLOW_HOME or .peftflow)"
     home_default = os.environ.get("PEFTFLOW_HOME", ".peftflow")
@@ -226,7 +226,9 @@ def cmd_reproduce(run_id: str) -> int:
     new = finetune(params)
     new_summary = RunTracker(new["run_id"]).summary()
     names = sorted(
-        k for k in original["metrics"] if k.startswith("eval_") or k in ("train_loss", "trainable_params")
+        k
+        for k in original["metrics"]
+        if k.startswith(("eval_", "val_")) or k in ("train_loss", "trainable_params")
     )
     print(f"\n{'metric':<22}{'original':>14}{'reproduced':>14}  match")
     all_match = True
@@ -256,7 +258,16 @@ def cmd_compare(experiment: str) -> int:
     if not runs:
         print(f"no runs in experiment {experiment!r}")
         return 0
-    eval_names = sorted({k for r in runs for k in r["metrics"] if k.startswith("eval_") and k != "eval_loss"})
+    # Validation metrics (selection) then test metrics (the record), losses left to the run pages.
+    eval_names = sorted(
+        {
+            k
+            for r in runs
+            for k in r["metrics"]
+            if k.startswith(("val_", "eval_")) and not k.endswith("_loss")
+        },
+        key=lambda k: (not k.startswith("val_"), k),
+    )
     header = ["run", "method", "r", "trainable%", *eval_names, "runtime_s", "adapter_kb"]
     rows = []
     for r in runs:
@@ -281,7 +292,7 @@ def cmd_compare(experiment: str) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from flows import serve
+    from flows.stack import serve
 
     for port, flag in ((args.prefect_port, "--prefect-port"), (args.mlflow_port, "--mlflow-port")):
         if not 1 <= port <= 65535:
@@ -313,7 +324,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_stop(home: str) -> int:
     from pathlib import Path
 
-    from flows import serve
+    from flows.stack import serve
 
     stopped = serve.stop(Path(home))
     print("stopped: " + ", ".join(stopped) if stopped else f"nothing is running from {home}")
@@ -323,7 +334,7 @@ def cmd_stop(home: str) -> int:
 def cmd_status(home: str) -> int:
     from pathlib import Path
 
-    from flows import serve
+    from flows.stack import serve
 
     state = serve.status(Path(home))
     if state is None:

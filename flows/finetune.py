@@ -27,10 +27,12 @@ from flows.steps import train as train_step
 TRAINING_LIMIT = "peftflow-training"
 
 
-def run_key(params: FinetuneParams) -> str:
-    """Identifies a run's training inputs (not tracking/publishing): same key → same run dir → resume."""
+def run_key(params: FinetuneParams, data_fingerprint: str) -> str:
+    """Identifies a run's training inputs — the recipe (not tracking/publishing) and the data's content
+    fingerprint: same key → same run dir → resume. New data at the same path is a new key, so a
+    checkpoint is never resumed on other data."""
     relevant = params.model_dump(mode="json", exclude={"tracking", "publish"})
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([relevant, data_fingerprint], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def preflight(params: FinetuneParams) -> None:
@@ -38,7 +40,7 @@ def preflight(params: FinetuneParams) -> None:
     from flows.metrics import check_metrics
 
     check_metrics(params.eval.metrics, params.model.task)
-    for name in ("train_file", "test_file"):
+    for name in ("train_file", "validation_file", "test_file"):
         path = getattr(params.data, name)
         if path is not None and not os.path.isfile(path):
             raise ValueError(f"data.{name}={path!r} does not exist")
@@ -48,7 +50,7 @@ def preflight(params: FinetuneParams) -> None:
             "(tokens never go in parameters) or leave publish.repo_id empty"
         )
     if params.train.launcher == "accelerate":
-        from flows import launch
+        from flows.distributed import launch
 
         launch.check_config(params)
     tracking.check_reachable()
@@ -71,17 +73,20 @@ def train_task(params: FinetuneParams, data: TokenizedData, run_dir: str, run_id
     # and this is a no-op.
     with concurrency(TRAINING_LIMIT, occupy=1, strict=False):
         if params.train.launcher == "accelerate":
-            from flows import launch
+            from flows.distributed import launch
 
             return launch.train(params, data, run_dir, run_id)
         return train_step.train(params, data, run_dir, on_log=tracking.RunTracker(run_id).log_step)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(params: FinetuneParams, data: TokenizedData, adapter_dir: str | None) -> EvalResult:
+def evaluate_task(
+    params: FinetuneParams, data: TokenizedData, adapter_dir: str | None
+) -> dict[str, EvalResult]:
+    """{"validation": ..., "test": ...} for the trained adapter; {"test": ...} for the untrained baseline."""
     if adapter_dir is None:  # the untrained baseline: fresh adapter, untrained head
-        return evaluate_step.evaluate_untrained(params, data)
-    return evaluate_step.evaluate(params, data, adapter_dir)
+        return {"test": evaluate_step.evaluate_untrained(params, data)}
+    return evaluate_step.evaluate_splits(params, data, adapter_dir, ("validation", "test"))
 
 
 @task(name="publish", cache_policy=NO_CACHE)
@@ -100,26 +105,39 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
     """
     logger = get_run_logger()
     preflight(params)
-    run_dir = os.path.join(params.output_dir, "runs", run_key(params))
     # Data problems surface while tokenizing, before an MLflow run exists: a bad input leaves no run.
     data = tokenize_task(params, os.path.join(params.output_dir, "cache", "tokenized"))
+    train_step.check_selection(params, data)
+    run_dir = os.path.join(params.output_dir, "runs", run_key(params, data.fingerprint))
     tracker = tracking.RunTracker.start(params, tags=prefect_tags())
     try:
         tracker.log_dataset(data, params)
         logger.info(
-            "data: %d train / %d test rows (%s)",
+            "data: %d train / %d validation / %d test rows (%s); over max_length=%d: %s",
             data.num_train,
+            data.num_validation,
             data.num_test,
             "cached" if data.cached else "tokenized",
+            params.data.max_length,
+            truncation_summary(data),
         )
+        if data.num_validation == 0 and params.train.eval_every != "no":
+            logger.info(
+                "no validation split: no evaluation during training (the test split is scored at the end)"
+            )
         wrap = wrap_task(params, data.label_names)
         tracker.log_wrap(wrap)
-        baseline_metrics = evaluate_task(params, data, None).metrics if baseline else {}
+        untrained = evaluate_task(params, data, None)["test"] if baseline else None
+        baseline_metrics = untrained.metrics if untrained else {}
         tracker.log_metrics({f"baseline_{k}": v for k, v in baseline_metrics.items()})
         trained = train_task(params, data, run_dir, tracker.run_id)
         checksum = tracker.log_train(trained)
-        result = evaluate_task(params, data, trained.adapter_dir)
+        scored = evaluate_task(params, data, trained.adapter_dir)
+        result = scored["test"]
+        if "validation" in scored:
+            tracker.log_eval(scored["validation"], step=trained.global_step, prefix="val_")
         tracker.log_eval(result, step=trained.global_step)
+        tracker.log_predictions(result, untrained)
         commit = commit_url = None
         if params.publish.repo_id:
             commit = publish_task(params, trained.adapter_dir, result.metrics, data.fingerprint)
@@ -133,6 +151,7 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
         "run_id": tracker.run_id,
         "experiment_id": tracker.experiment_id,
         "metrics": result.metrics,
+        "val_metrics": scored["validation"].metrics if "validation" in scored else {},
         "baseline_metrics": baseline_metrics,
         "trainable_percent": wrap.trainable_percent,
         "adapter_dir": trained.adapter_dir,
@@ -144,8 +163,16 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
         "data_cached": data.cached,
         "mlflow_url": tracker.url(),
     }
-    run_artifacts(summary)
+    run_artifacts(summary, result.predictions[: params.eval.num_logged_predictions])
     return summary
+
+
+def truncation_summary(data: TokenizedData) -> str:
+    """ "train 3 truncated, 1 dropped; test 0 truncated, 0 dropped" (data.truncation policy)."""
+    return "; ".join(
+        f"{split} {counts.get('truncated', 0)} truncated, {counts.get('dropped', 0)} dropped"
+        for split, counts in data.truncation.items()
+    )
 
 
 def prefect_tags() -> dict[str, str | None]:
@@ -154,12 +181,24 @@ def prefect_tags() -> dict[str, str | None]:
     return {"prefect.flow_run_id": flow_run.get_id(), "prefect.flow_run_url": flow_run.get_flow_run_ui_url()}
 
 
-def run_artifacts(summary: dict[str, Any]) -> None:
-    """A table of eval metrics and links to the MLflow run / Hub commit, shown on the flow run page."""
+def run_artifacts(summary: dict[str, Any], predictions: list[dict[str, Any]] | None = None) -> None:
+    """Tables of the metrics (validation and test) and of the first test predictions, and links to the
+    MLflow run / Hub commit, shown on the flow run page."""
     from prefect.artifacts import create_link_artifact, create_table_artifact
 
-    rows = [{"metric": k, "value": round(v, 6)} for k, v in sorted(summary["metrics"].items())]
+    rows = [{"metric": f"eval_{k}", "value": round(v, 6)} for k, v in sorted(summary["metrics"].items())]
+    rows += [
+        {"metric": f"val_{k}", "value": round(v, 6)}
+        for k, v in sorted(summary.get("val_metrics", {}).items())
+    ]
     create_table_artifact(rows, key="eval-metrics", description=f"MLflow run {summary['run_id']}")
+    if predictions:
+        create_table_artifact(
+            [{k: str(v)[:300] for k, v in row.items()} for row in predictions],
+            key="test-predictions",
+            description=f"The first {len(predictions)} test predictions; every one is in the MLflow run's "
+            "eval_predictions.json",
+        )
     if summary["mlflow_url"]:
         create_link_artifact(summary["mlflow_url"], link_text="MLflow run", key="mlflow-run")
     if summary.get("hub_commit_url"):

@@ -45,24 +45,60 @@ class ModelParams(_Strict):
     trust_remote_code: bool = Field(False, description="Allow model code from the Hub (off by default)")
 
 
+DataFormat = Literal["text", "instruction", "chat", "completion"]
+
+
 class DataParams(_Strict):
     dataset: str | None = Field(None, description="Hub dataset id (or a local dataset directory)")
     config_name: str | None = Field(None, description="Dataset configuration name")
     revision: str | None = Field(None, description="Dataset revision on the Hub")
     train_file: str | None = Field(None, description="Local train file: .json, .jsonl, .csv or .parquet")
+    validation_file: str | None = Field(None, description="Local validation file (model selection)")
     test_file: str | None = Field(None, description="Local test file (else test_fraction of the train data)")
     train_split: str = Field("train", description="Split used for training")
-    test_split: str = Field("test", description="Held-out split used for evaluation")
+    validation_split: str = Field(
+        "validation", description="Split used for model selection, when the dataset has it"
+    )
+    test_split: str = Field("test", description="Held-out split, scored once at the end")
+    validation_fraction: float | None = Field(
+        None, gt=0, lt=1, description="Carve the validation split from train (seeded, stable across runs)"
+    )
     test_fraction: float | None = Field(
         None, gt=0, lt=1, description="Carve the test split from train when there is no test split"
+    )
+    format: DataFormat | None = Field(
+        None,
+        description="text, instruction (template + target column), chat (a messages column) or completion "
+        "(prompt + completion columns); empty = text for classification, instruction for LM tasks",
     )
     text_column: str = Field("text", description="Input text column (classification, or LM input)")
     label_column: str = Field("label", description="Label column (class names or ids; tags for token_cls)")
     tokens_column: str = Field("tokens", description="Pre-split words column for token classification")
     target_column: str | None = Field(None, description="Target text column for causal/seq2seq LM")
+    prompt_column: str = Field("prompt", description="Prompt column of the completion format")
+    completion_column: str = Field("completion", description="Completion column of the completion format")
+    messages_column: str = Field("messages", description="Conversation column of the chat format")
     prompt_template: str | None = Field(
         None,
-        description="Prompt with {column} placeholders for generative tasks, e.g. 'Review: {text}\\nSentiment:'",
+        description="Prompt built from columns: Jinja ('{{ text }}', '{% if input %}...{% endif %}') or "
+        "str.format ('Review: {text}\\nSentiment:')",
+    )
+    chat_template: str | None = Field(
+        None, description="Jinja chat template (inline, or a file path) when the tokenizer has none"
+    )
+    train_on: Literal["assistant", "last_assistant", "all"] = Field(
+        "assistant",
+        description="Tokens the loss counts: assistant turns / the completion, the last assistant turn only, "
+        "or every token",
+    )
+    truncation: Literal["left", "right", "drop"] | None = Field(
+        None,
+        description="Rows over max_length: left drops their start (keeps the completion), right their end, "
+        "drop removes them; empty = left for prompt/completion data, right for text",
+    )
+    packing: bool = Field(
+        False,
+        description="Causal LM: pack each batch into one padding-free row (no attention across examples)",
     )
     label_names: list[str] | None = Field(
         None, description="Class names in id order (default: sorted labels)"
@@ -74,7 +110,7 @@ class DataParams(_Strict):
     def _one_source(self) -> DataParams:
         if (self.dataset is None) == (self.train_file is None):
             raise ValueError("set exactly one of data.dataset (Hub id) or data.train_file (local file)")
-        for name in ("train_file", "test_file"):
+        for name in ("train_file", "validation_file", "test_file"):
             value = getattr(self, name)
             if value is not None and Path(value).suffix.lower() not in (
                 ".json",
@@ -83,7 +119,29 @@ class DataParams(_Strict):
                 ".parquet",
             ):
                 raise ValueError(f"data.{name}={value!r}: use a .json, .jsonl, .csv or .parquet file")
+        if self.validation_file is not None and self.validation_fraction is not None:
+            raise ValueError(
+                "set one of data.validation_file or data.validation_fraction, not both: they are two "
+                "sources of the same split"
+            )
+        for name in ("validation_split", "test_split"):
+            if getattr(self, name) == self.train_split:
+                raise ValueError(f"data.{name}={self.train_split!r} must differ from data.train_split")
         return self
+
+    def has_validation_source(self) -> bool | None:
+        """True/False when the parameters alone decide whether a validation split exists; None when
+        only the dataset can tell (a Hub or saved dataset may have a split named validation_split)."""
+        if self.validation_file is not None or self.validation_fraction is not None:
+            return True
+        return None if self.dataset is not None else False
+
+    def resolved_format(self, task: str) -> DataFormat:
+        """data.format, or the one a config without it always meant: text (classification), else
+        instruction (prompt_template or text_column, then target_column)."""
+        if self.format is not None:
+            return self.format
+        return "text" if task in ("seq_cls", "token_cls") else "instruction"
 
 
 class PeftParams(_Strict):
@@ -128,7 +186,16 @@ class TrainParams(_Strict):
     save_steps: int = Field(100, gt=0, description="Checkpoint interval in steps (adapter-only checkpoints)")
     logging_steps: int = Field(10, gt=0, description="Log train_loss every N steps")
     early_stopping_patience: int | None = Field(
-        None, gt=0, description="Stop after N evals without improvement"
+        None, gt=0, description="Stop after N validation evals without improvement of metric_for_best_model"
+    )
+    load_best_model_at_end: bool = Field(
+        False, description="Keep the checkpoint with the best metric_for_best_model, not the last one"
+    )
+    metric_for_best_model: str = Field(
+        "val_loss", description="Validation metric that early stopping and the best checkpoint follow"
+    )
+    group_by_length: bool = Field(
+        False, description="Batch examples of similar length together (less padding, less shuffling)"
     )
     num_threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
     launcher: Literal["none", "accelerate"] = Field(
@@ -141,6 +208,16 @@ class TrainParams(_Strict):
     accelerate_config: str | None = Field(
         None, description="accelerate config file for launcher=accelerate, e.g. infra/accelerate/ddp.yaml"
     )
+
+    @field_validator("metric_for_best_model")
+    @classmethod
+    def _selection_metric(cls, value: str) -> str:
+        if not value.startswith("val_") or value == "val_":
+            raise ValueError(
+                f"{value!r}: selection uses the validation split, so name a val_<metric>, e.g. val_loss or "
+                "val_accuracy (eval_<metric> are the test metrics, scored once at the end)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _launch(self) -> TrainParams:
@@ -157,7 +234,9 @@ class EvalParams(_Strict):
     )
     max_new_tokens: int = Field(32, gt=0, description="Generation length for generative tasks")
     num_beams: int = Field(1, gt=0, description="Beam search width for generation")
-    num_logged_predictions: int = Field(20, ge=0, description="Rows of predictions logged as a table")
+    num_logged_predictions: int = Field(
+        20, ge=0, description="Prediction rows shown on the flow run page (MLflow gets every row)"
+    )
 
 
 class PublishParams(_Strict):
@@ -186,12 +265,14 @@ class PromotionParams(_Strict):
     registered_model: str = Field(
         "quickstart-sentiment-lora", min_length=1, description="MLflow registered model name"
     )
-    metric: str = Field("eval_accuracy", description="Run metric compared against the champion's")
+    metric: str = Field(
+        "val_accuracy", description="Validation metric (val_<name>) compared against the champion's"
+    )
     direction: Literal["maximize", "minimize"] = Field("maximize", description="Which way is better")
     min_delta: float = Field(0.0, ge=0, description="Required improvement over the champion")
     compare_on: Literal["current_data", "recorded"] = Field(
         "current_data",
-        description="current_data: score the champion on this run's test split too (same data for both); "
+        description="current_data: score the champion on this run's validation split too (same data for both); "
         "recorded: use the metric the champion's run logged",
     )
     force: bool = Field(False, description="Train even when the data has not changed since the last run")
@@ -219,7 +300,7 @@ class SweepGrid(_Strict):
     learning_rates: list[float] = Field(
         default_factory=lambda: [3e-3], min_length=1, description="Peak learning rates"
     )
-    metric: str = Field("eval_accuracy", description="Metric the comparison ranks trials by")
+    metric: str = Field("val_accuracy", description="Validation metric (val_<name>) the trials are ranked by")
     direction: Literal["maximize", "minimize"] = Field("maximize")
     max_trials: int = Field(24, gt=0, le=256, description="Refuse grids larger than this")
 
@@ -259,14 +340,52 @@ class FinetuneParams(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneParams:
-        generative = self.model.task in ("causal_lm", "seq2seq_lm")
-        if generative and not self.data.target_column:
+        d, t, task = self.data, self.train, self.model.task
+        fmt = d.resolved_format(task)
+        allowed = {
+            "seq_cls": ("text",),
+            "token_cls": ("text",),
+            "causal_lm": ("text", "instruction", "chat", "completion"),
+            "seq2seq_lm": ("instruction", "completion"),
+        }[task]
+        if fmt not in allowed:
             raise ValueError(
-                f"model.task={self.model.task!r} needs data.target_column (the text to generate); "
+                f"data.format={fmt!r} does not fit model.task={task!r}: use one of {list(allowed)}"
+            )
+        if fmt == "text" and task == "causal_lm" and set(self.eval.metrics) - {"perplexity"}:
+            raise ValueError(
+                f"data.format='text' on a causal LM has no prompt to generate from: it is scored by "
+                f"eval.metrics=[perplexity] (got {self.eval.metrics})"
+            )
+        if fmt == "instruction" and not d.target_column:
+            raise ValueError(
+                f"model.task={task!r} needs data.target_column (the text to generate); "
                 "data.prompt_template shapes the input"
             )
-        if self.train.early_stopping_patience and self.train.eval_every == "no":
-            raise ValueError("train.early_stopping_patience needs train.eval_every 'epoch' or 'steps'")
+        if d.packing and task != "causal_lm":
+            raise ValueError(f"data.packing packs causal LM examples; model.task={task!r} does not use it")
+        if d.train_on == "all" and task == "seq2seq_lm":
+            raise ValueError(
+                "data.train_on='all' needs model.task='causal_lm': a seq2seq model learns its target"
+            )
+        if d.chat_template and fmt != "chat":
+            raise ValueError(f"data.chat_template is used by data.format='chat' only (format is {fmt!r})")
+        selecting = [
+            name
+            for name, on in (
+                ("train.early_stopping_patience", t.early_stopping_patience),
+                ("train.load_best_model_at_end", t.load_best_model_at_end),
+            )
+            if on
+        ]
+        if selecting and t.eval_every == "no":
+            raise ValueError(f"{' and '.join(selecting)} need train.eval_every 'epoch' or 'steps'")
+        if selecting and d.has_validation_source() is False:
+            raise ValueError(
+                f"{' and '.join(selecting)} select on the validation split, and this run has none: set "
+                "data.validation_fraction (carved from train) or data.validation_file; the test split is "
+                "never used for selection"
+            )
         return self
 
     @classmethod

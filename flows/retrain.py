@@ -3,9 +3,10 @@
 1. Fingerprint the data (and the recipe); when nothing changed since the last trained run of this
    registered model, finish Completed with a "skipped" message: no training.
 2. Otherwise run the `finetune` flow (without publishing), register the adapter as a new version in
-   the MLflow model registry, and compare it with the `champion` on `policy.metric` — by default with
-   the champion scored on this run's test split too, since metrics on different test sets do not
-   compare (`policy.compare_on`; logged as `champion_<metric>` on the new run).
+   the MLflow model registry, and compare it with the `champion` on `policy.metric`, a validation
+   metric — by default with the champion scored on this run's validation split too, since metrics on
+   different data do not compare (`policy.compare_on`; logged as `champion_<metric>` on the new run).
+   The test split plays no part in the decision: it is scored once per run, for the record.
 3. A better version takes the `champion` alias and is published to the Hub; a publish failure moves the
    alias back (promotion and publishing succeed or fail together). A worse one becomes `challenger`.
 
@@ -36,27 +37,50 @@ from flows.tracking import RunTracker, param_value, registry
 
 
 def check_policy(params: FinetuneParams, policy: PromotionParams) -> None:
-    """The compared metric must be one the run will log (`eval_<metric>`), checked before any work."""
-    produced = {f"eval_{name.rsplit('/', 1)[-1].removesuffix('.py')}" for name in params.eval.metrics}
+    """The compared metric must be a validation metric the run will log (`val_<metric>`), and the run
+    must have a validation split; checked before any work."""
+    produced = {f"val_{name.rsplit('/', 1)[-1].removesuffix('.py')}" for name in params.eval.metrics}
+    if policy.metric.startswith("eval_"):
+        raise ValueError(
+            f"policy.metric={policy.metric!r} is a test metric; the champion is chosen on the validation "
+            f"split, so use {'val_' + policy.metric.removeprefix('eval_')!r} (the test split is scored once, "
+            "for the record)"
+        )
     if not any(policy.metric == p or policy.metric.startswith(p + "_") for p in produced):
         raise ValueError(
             f"policy.metric={policy.metric!r} is not logged by this run: eval.metrics={params.eval.metrics} "
             f"give {sorted(produced)}"
         )
+    if params.data.has_validation_source() is False:
+        raise ValueError(
+            "retrain chooses the champion on the validation split and this recipe has none: set "
+            "data.validation_fraction (carved from train) or data.validation_file"
+        )
+
+
+def check_validation(data: TokenizedData) -> None:
+    if data.num_validation == 0:
+        raise ValueError(
+            f"retrain chooses the champion on the validation split and {data.source} has none: set "
+            "data.validation_fraction, data.validation_file or data.validation_split"
+        )
 
 
 def retrain_fingerprint(data_fingerprint: str, params: FinetuneParams) -> str:
     """Changes when the raw data or the training recipe changes (not with tracking/publish settings)."""
-    return hashlib.sha256(json.dumps([data_fingerprint, run_key(params)]).encode()).hexdigest()[:32]
+    key = run_key(params, data_fingerprint)
+    return hashlib.sha256(json.dumps([data_fingerprint, key]).encode()).hexdigest()[:32]
 
 
-# A champion scored on this run's test data must have been trained for the same inputs and outputs.
+# A champion scored on this run's validation data must take the same inputs and give the same outputs.
 COMPARABLE = (
     "model.name_or_path",
     "model.revision",
     "model.task",
     "data.label_names",
+    "data.format",
     "data.prompt_template",
+    "data.chat_template",
 )
 
 
@@ -71,7 +95,7 @@ class ChampionScore:
 def score_champion_task(
     params: FinetuneParams, data: TokenizedData, policy: PromotionParams
 ) -> ChampionScore:
-    """The champion's metric on the same test split as the new adapter (None: use its logged value)."""
+    """The champion's metric on the same validation split as the new adapter (None: use its logged value)."""
     source = registry.champion_source(policy.registered_model)
     if source is None:
         return ChampionScore(None, None, "")
@@ -81,9 +105,9 @@ def score_champion_task(
         return ChampionScore(source.version, None, f"as logged by its run: its {', '.join(differ)} differ")
     with tempfile.TemporaryDirectory() as tmp:
         adapter = registry.download_adapter(source.run_id, tmp)
-        metrics = evaluate_step.evaluate(params, data, adapter).metrics
-    value = metrics.get(policy.metric.removeprefix("eval_"))
-    note = "on this run's test split" if value is not None else ""
+        metrics = evaluate_step.evaluate(params, data, adapter, split="validation").metrics
+    value = metrics.get(policy.metric.removeprefix("val_"))
+    note = "on this run's validation split" if value is not None else ""
     return ChampionScore(source.version, value, note)
 
 
@@ -106,6 +130,7 @@ def retrain(params: FinetuneParams, policy: PromotionParams = PromotionParams())
     preflight(params)
     check_policy(params, policy)
     data = tokenize_task(params, os.path.join(params.output_dir, "cache", "tokenized"))
+    check_validation(data)
     fingerprint = retrain_fingerprint(data.fingerprint, params)
     last = registry.last_training(params.tracking.experiment, policy.registered_model)
     if last is not None and last.fingerprint == fingerprint and not policy.force:

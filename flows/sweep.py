@@ -2,8 +2,10 @@
 
 Each trial is the `finetune` flow as a subflow, nested in MLflow under the sweep's parent run. Trials
 run one after another: they share the machine (and its one GPU). A failed trial is recorded and the
-sweep goes on; the sweep fails only when every trial failed. The parent run and the flow run both get
-the comparison: a table of trials and a plot of the metric against the trainable-parameter share.
+sweep goes on; the sweep fails only when every trial failed. Trials are ranked by a validation metric
+(`grid.metric`, val_<name>); each row also shows the test metric of the same name, which plays no
+part in picking the best trial. The parent run and the flow run both get the comparison: a table of
+trials and a plot of the validation metric against the trainable-parameter share.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ class Trial:
 
 
 def trial_metrics(params: FinetuneParams) -> list[str]:
-    """The MLflow metric names every trial of `params` logs that a sweep can rank by."""
-    names = [f"eval_{key}" for m in params.eval.metrics for key in _RESULT_KEYS.get(m, (m,))]
-    if params.train.eval_every != "no":  # eval_loss comes from the evaluations during training
-        names.append("eval_loss")
+    """The validation metrics every trial of `params` logs: what a sweep can rank by."""
+    names = [f"val_{key}" for m in params.eval.metrics for key in _RESULT_KEYS.get(m, (m,))]
+    if params.train.eval_every != "no":  # val_loss comes from the evaluations during training
+        names.append("val_loss")
     return names
 
 
@@ -62,6 +64,12 @@ def plan(params: FinetuneParams, grid: SweepGrid) -> list[Trial]:
         values = getattr(grid, name)
         if len(set(values)) != len(values):
             raise ValueError(f"grid.{name}={values} repeats a value: the same trial would run twice")
+    if params.data.has_validation_source() is False:
+        raise ValueError(
+            "a sweep ranks its trials on the validation split and this recipe has none: set "
+            "data.validation_fraction (carved from train) or data.validation_file; the test split is never "
+            "used to pick a trial"
+        )
     if params.publish.repo_id:
         raise ValueError(
             f"publish.repo_id={params.publish.repo_id!r}: a sweep does not publish (every trial would push "
@@ -135,22 +143,29 @@ def comparison_rows(
     for trial in trials:
         child = children.get(trial.index)
         metrics = child.metrics if child else {}
-        rows.append(
-            {
-                "trial": trial.index,
-                "run_name": trial.name,
-                "method": trial.method,
-                "r": trial.r,
-                "learning_rate": trial.learning_rate,
-                "status": "FAILED" if trial.index in errors else child.status if child else "MISSING",
-                metric: metrics.get(metric),
-                "trainable_percent": metrics.get("trainable_percent"),
-                "train_runtime_s": metrics.get("train_runtime_s"),
-                "run_id": child.run_id if child else None,
-                "error": errors.get(trial.index),
-            }
-        )
+        row = {
+            "trial": trial.index,
+            "run_name": trial.name,
+            "method": trial.method,
+            "r": trial.r,
+            "learning_rate": trial.learning_rate,
+            "status": "FAILED" if trial.index in errors else child.status if child else "MISSING",
+            metric: metrics.get(metric),
+        }
+        if metric != "val_loss":  # the test metric of the same name, for the record: never used to rank
+            row[_test_name(metric)] = metrics.get(_test_name(metric))
+        row |= {
+            "trainable_percent": metrics.get("trainable_percent"),
+            "train_runtime_s": metrics.get("train_runtime_s"),
+            "run_id": child.run_id if child else None,
+            "error": errors.get(trial.index),
+        }
+        rows.append(row)
     return rows
+
+
+def _test_name(metric: str) -> str:
+    return "eval_" + metric.removeprefix("val_")
 
 
 def best_row(rows: list[dict[str, Any]], metric: str, direction: str) -> dict[str, Any] | None:

@@ -1,1 +1,1 @@
-"""Datasets shipped with the pipeline and the code that generates them."""
+"""Datasets shipped with the pipeline (their generators live in tools/, outside the runtime package)."""

@@ -36,7 +36,10 @@ METRIC_INPUTS: dict[str, str] = {
     "bleu": "text",
     "seqeval": "tags",
 }
-SHIPPED: tuple[str, ...] = tuple(METRIC_INPUTS)
+# Scored from the model's own token losses by the evaluate step, not by an evaluate module:
+# perplexity = exp(mean loss over the target tokens of the split), for the generative tasks.
+MODEL_METRICS: dict[str, tuple[str, ...]] = {"perplexity": ("causal_lm", "seq2seq_lm")}
+SHIPPED: tuple[str, ...] = (*METRIC_INPUTS, *MODEL_METRICS)
 
 # What each task's evaluation can hand a metric (token_cls: per-token ids for the classification
 # metrics, tag-name sequences for seqeval).
@@ -114,7 +117,10 @@ def check_metrics(names: Iterable[str], task: str | None = None) -> None:
     if task is not None and task not in TASK_INPUTS:
         raise ValueError(f"task={task!r}: use one of {', '.join(TASK_INPUTS)}")
     for name in names:
-        if name in METRIC_INPUTS:
+        if name in MODEL_METRICS:
+            if task is not None and task not in MODEL_METRICS[name]:
+                raise ValueError(f"metric {name!r} scores a language model; task {task!r} is not one")
+        elif name in METRIC_INPUTS:
             if task is not None and METRIC_INPUTS[name] not in TASK_INPUTS[task]:
                 fitting = [m for m, kind in METRIC_INPUTS.items() if kind in TASK_INPUTS[task]]
                 raise ValueError(
@@ -161,6 +167,8 @@ def compute_metrics(
     """
     out: dict[str, float] = {}
     for name in names:
+        if name in MODEL_METRICS:  # scored from token losses by the evaluate step
+            continue
         kind = METRIC_INPUTS.get(name, TASK_INPUTS[task][0])
         preds, refs = _as_inputs(kind, task, predictions, references, label_names)
         kwargs: dict[str, Any] = {}

@@ -13,7 +13,8 @@ from typing import Any
 
 @dataclass
 class TokenizedData:
-    """A tokenized dataset on disk (`datasets.DatasetDict.save_to_disk`, splits "train" and "test")."""
+    """A tokenized dataset on disk (`datasets.DatasetDict.save_to_disk`: "train", "test", and
+    "validation" when num_validation > 0)."""
 
     path: str
     fingerprint: str  # content hash of the RAW data (+ revision); the MLflow dataset digest
@@ -25,6 +26,17 @@ class TokenizedData:
     num_train_tokens: int
     source: str  # human-readable origin: Hub id@revision or file paths
     cached: bool  # True when this call loaded the cache instead of tokenizing
+    num_validation: int = 0
+    # {split: {"truncated": rows, "dropped": rows}} under data.truncation
+    truncation: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def truncated_rows(self) -> int:
+        return sum(split.get("truncated", 0) for split in self.truncation.values())
+
+    @property
+    def dropped_rows(self) -> int:
+        return sum(split.get("dropped", 0) for split in self.truncation.values())
 
 
 @dataclass

@@ -1,13 +1,20 @@
-"""Evaluate step: score an adapter on the held-out split with the metrics in params.eval.metrics.
+"""Evaluate step: score an adapter on the held-out splits with the metrics in params.eval.metrics.
 
 Inference is batched (params.train.eval_batch_size) with dynamic padding, without gradients, on
 the GPU when there is one:
 - seq_cls: the argmax class of each example;
 - token_cls: the argmax tag of each token whose label is not -100 (the first sub-token of each
   word), as tag names for seqeval;
-- causal_lm / seq2seq_lm: `generate` from the "prompt" column (greedy unless eval.num_beams > 1),
-  compared as text with the "reference" column. Causal prompts are left-padded so that every
-  continuation starts right after its prompt, and the prompt is cut from the output.
+- `perplexity` (causal_lm / seq2seq_lm): exp of the mean loss over the split's target tokens, computed
+  as training computes it;
+- causal_lm / seq2seq_lm, other metrics: `generate` from the "prompt_ids" column — the prompt as the tokenize step
+  formatted it (flows.steps.data.format: templates, the chat template up to the last assistant turn)
+  — greedy unless eval.num_beams > 1, compared as text with the "reference" column. Causal prompts
+  are left-padded so that every continuation starts right after its prompt, and the prompt is cut
+  from the output.
+
+The validation split (`val_<metric>`) is what selection reads; the test split (`eval_<metric>`) is
+scored once, at the end. Every prediction is returned, one row per example.
 
 `evaluate_untrained` scores the run's starting point instead: the base model with a freshly
 initialised adapter (and, for classification, the freshly initialised head), seeded as training is.
@@ -15,29 +22,44 @@ initialised adapter (and, for classification, the freshly initialised head), see
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-from flows.metrics import check_metrics, compute_metrics
+from flows.metrics import MODEL_METRICS, check_metrics, compute_metrics
 from flows.params import FinetuneParams
 from flows.steps import EvalResult, TokenizedData
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def evaluate(params: FinetuneParams, data: TokenizedData, adapter_dir: str) -> EvalResult:
-    """Score the adapter saved in `adapter_dir` on the test split of `data`."""
+def evaluate(
+    params: FinetuneParams, data: TokenizedData, adapter_dir: str, split: str = "test"
+) -> EvalResult:
+    """Score the adapter saved in `adapter_dir` on one split of `data` ("test" or "validation")."""
+    return evaluate_splits(params, data, adapter_dir, (split,))[split]
+
+
+def evaluate_splits(
+    params: FinetuneParams,
+    data: TokenizedData,
+    adapter_dir: str,
+    splits: tuple[str, ...] = ("validation", "test"),
+) -> dict[str, EvalResult]:
+    """Score the adapter on each of `splits` that `data` has, loading the model once."""
     from flows.steps.model import load_base_model
     from peftcore import PeftModel
 
     check_metrics(params.eval.metrics, params.model.task)
+    present = [s for s in splits if s != "validation" or data.num_validation > 0]
     device = _device()
     model = PeftModel.from_pretrained(load_base_model(params, data.label_names, device=device), adapter_dir)
-    return score(params, data, model.to(device))
+    model = model.to(device)
+    return {split: score(params, data, model, split) for split in present}
 
 
-def evaluate_untrained(params: FinetuneParams, data: TokenizedData) -> EvalResult:
+def evaluate_untrained(params: FinetuneParams, data: TokenizedData, split: str = "test") -> EvalResult:
     """Score the base model with a fresh adapter: the baseline the trained adapter is compared with.
 
     The seed is set as the train step sets it before building the model, so a new classification
@@ -51,29 +73,58 @@ def evaluate_untrained(params: FinetuneParams, data: TokenizedData) -> EvalResul
     check_metrics(params.eval.metrics, params.model.task)
     set_seed(params.train.seed)
     model = get_peft_model(load_base_model(params, data.label_names), build_peft_config(params))
-    return score(params, data, model.to(_device()))
+    return score(params, data, model.to(_device()), split)
 
 
-def score(params: FinetuneParams, data: TokenizedData, model: Any) -> EvalResult:
-    """Predict the test split of `data` with `model` (a live model on its device) and score it."""
+def score(params: FinetuneParams, data: TokenizedData, model: Any, split: str = "test") -> EvalResult:
+    """Predict one split of `data` with `model` (a live model on its device) and score it."""
     from datasets import load_from_disk
 
     from flows.steps.model import load_tokenizer
 
-    test = load_from_disk(data.path)["test"].with_format(None)  # plain Python rows
-    if len(test) == 0:
-        raise ValueError(f"the test split of {data.path} is empty: nothing to evaluate")
+    splits = load_from_disk(data.path)
+    if split not in splits:
+        raise ValueError(f"{data.path} has no {split} split (splits: {sorted(splits)})")
+    rows = splits[split].with_format(None)  # plain Python rows
+    if len(rows) == 0:
+        raise ValueError(f"the {split} split of {data.path} is empty: nothing to evaluate")
     model.eval()
     tokenizer = load_tokenizer(params)
     task = params.model.task
+    names = params.eval.metrics
+    predicting = any(name not in MODEL_METRICS for name in names)
+    predictions: list[Any] = []
+    references: list[Any] = []
+    metrics: dict[str, float] = {}
     with torch.inference_mode():
-        if task in ("seq_cls", "token_cls"):
-            predictions, references = _classify(params, test, model, tokenizer)
-        else:
-            predictions, references = _generate(params, test, model, tokenizer)
-    metrics = compute_metrics(params.eval.metrics, task, predictions, references, data.label_names)
-    sample = _sample(params, test, tokenizer, predictions, references, data.label_names)
-    return EvalResult(metrics=metrics, predictions=sample)
+        if "perplexity" in names:
+            metrics["perplexity"] = _perplexity(params, rows, model, tokenizer)
+        if predicting and task in ("seq_cls", "token_cls"):
+            predictions, references = _classify(params, rows, model, tokenizer)
+        elif predicting:
+            predictions, references = _generate(params, rows, model, tokenizer)
+    if predicting:
+        metrics |= compute_metrics(names, task, predictions, references, data.label_names)
+    table = _table(params, rows, tokenizer, predictions, references, data.label_names)
+    return EvalResult(metrics=metrics, predictions=table)
+
+
+def _perplexity(params: FinetuneParams, rows: Any, model: Any, tokenizer: Any) -> float:
+    """exp(mean loss over every target token of the split), the loss as training computes it."""
+    from flows.steps.trainer import data_collator, target_tokens, token_loss_sum
+
+    causal = params.model.task == "causal_lm"
+    collate = data_collator(params.model.task, tokenizer, model)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    inputs = rows.select_columns(["input_ids", "attention_mask", "labels"])
+    for chunk in _batches(inputs, params.train.eval_batch_size):
+        batch = {k: v.to(device) for k, v in collate([dict(row) for row in chunk]).items()}
+        labels = batch["labels"]
+        logits = model(**batch).logits
+        total += float(token_loss_sum(logits, labels, causal))
+        count += int(target_tokens(labels, causal))
+    return math.exp(total / max(count, 1))
 
 
 def _device() -> str:
@@ -92,21 +143,21 @@ def _label_column(dataset: Any) -> str:
     raise ValueError(f"the test split has no labels/label column (columns: {dataset.column_names})")
 
 
-def _classify(params: FinetuneParams, test: Any, model: Any, tokenizer: Any) -> tuple[list[Any], list[Any]]:
+def _classify(params: FinetuneParams, rows: Any, model: Any, tokenizer: Any) -> tuple[list[Any], list[Any]]:
     """Argmax predictions and references: class ids (seq_cls) or per-example tag-id lists (token_cls)."""
     from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
     token_level = params.model.task == "token_cls"
-    label = _label_column(test)
-    columns = [c for c in _MODEL_INPUTS if c in test.column_names]
-    rows = test.select_columns([*columns, label])
+    label = _label_column(rows)
+    columns = [c for c in _MODEL_INPUTS if c in rows.column_names]
+    inputs = rows.select_columns([*columns, label])
     if label != "labels":
-        rows = rows.rename_column(label, "labels")
+        inputs = inputs.rename_column(label, "labels")
     collate = (DataCollatorForTokenClassification if token_level else DataCollatorWithPadding)(tokenizer)
     device = next(model.parameters()).device
     predictions: list[Any] = []
     references: list[Any] = []
-    for chunk in _batches(rows, params.train.eval_batch_size):
+    for chunk in _batches(inputs, params.train.eval_batch_size):
         batch = collate([dict(row) for row in chunk])
         labels = batch.pop("labels")
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
@@ -122,18 +173,23 @@ def _classify(params: FinetuneParams, test: Any, model: Any, tokenizer: Any) -> 
     return predictions, references
 
 
-def _generate(params: FinetuneParams, test: Any, model: Any, tokenizer: Any) -> tuple[list[str], list[str]]:
-    """Generated continuations of the "prompt" column, and the "reference" column."""
-    for name in ("prompt", "reference"):
-        if name not in test.column_names:
+def _generate(params: FinetuneParams, rows: Any, model: Any, tokenizer: Any) -> tuple[list[str], list[str]]:
+    """Generated continuations of the "prompt_ids" column, and the "reference" column."""
+    for name in ("prompt_ids", "reference"):
+        if name not in rows.column_names:
             raise ValueError(
-                f"generative evaluation needs a {name!r} column (test columns: {test.column_names})"
+                f"generative evaluation needs a {name!r} column (columns: {rows.column_names}); "
+                "re-run the tokenize step"
             )
     causal = params.model.task == "causal_lm"
+    # Causal prompts are padded on the left, so every continuation starts right after its prompt.
+    tokenizer.padding_side = "left" if causal else "right"
     device = next(model.parameters()).device
     predictions: list[str] = []
-    for chunk in _batches(test.select_columns(["prompt"]), params.train.eval_batch_size):
-        enc = _encode_prompts(params, tokenizer, list(chunk["prompt"])).to(device)
+    for chunk in _batches(rows.select_columns(["prompt_ids"]), params.train.eval_batch_size):
+        enc = tokenizer.pad(
+            [{"input_ids": ids} for ids in chunk["prompt_ids"]], padding=True, return_tensors="pt"
+        ).to(device)
         out = model.generate(
             input_ids=enc["input_ids"],
             attention_mask=enc["attention_mask"],
@@ -145,56 +201,32 @@ def _generate(params: FinetuneParams, test: Any, model: Any, tokenizer: Any) -> 
         if causal:
             out = out[:, enc["input_ids"].shape[1] :]
         predictions += [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
-    return predictions, list(test["reference"])
+    return predictions, list(rows["reference"])
 
 
-def _encode_prompts(params: FinetuneParams, tokenizer: Any, prompts: list[str]) -> Any:
-    """A padded batch of prompts, tokenized as the tokenize step tokenized them for training."""
-    if params.model.task == "seq2seq_lm":
-        return tokenizer(
-            prompts, padding=True, truncation=True, max_length=params.data.max_length, return_tensors="pt"
-        )
-    from flows.steps.data import _special_prefix
-
-    # Causal training rows are [special prefix] prompt target eos, so the prompt gets the prefix and
-    # no eos; a long prompt keeps its end, which the continuation depends on. Left padding puts every
-    # prompt's last token right before the first generated one.
-    prefix = _special_prefix(tokenizer)
-    budget = max(params.data.max_length - len(prefix), 1)
-    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    rows = [{"input_ids": [*prefix, *row[-budget:]]} for row in ids]
-    tokenizer.padding_side = "left"
-    return tokenizer.pad(rows, padding=True, return_tensors="pt")
-
-
-def _sample(
+def _table(
     params: FinetuneParams,
-    test: Any,
+    rows: Any,
     tokenizer: Any,
     predictions: list[Any],
     references: list[Any],
     label_names: list[str] | None,
 ) -> list[dict[str, Any]]:
-    """The first eval.num_logged_predictions rows: input text, reference, prediction, correct."""
-    n = min(params.eval.num_logged_predictions, len(predictions))
-    rows = test.select(range(n))
+    """One row per example: input text, reference, prediction, whether they agree."""
     task = params.model.task
 
     def name(i: int) -> Any:
         return label_names[i] if label_names and 0 <= i < len(label_names) else i
 
-    sample = []
-    for k in range(n):
-        row = rows[k]
-        if "prompt" in row:
-            text = row["prompt"]
-        elif "text" in row:
-            text = row["text"]
-        elif isinstance(row.get("tokens"), list):
-            text = " ".join(row["tokens"])
+    columns = rows.column_names
+    table = []
+    for k, (pred, ref) in enumerate(zip(predictions, references)):
+        if "prompt" in columns:
+            text = rows[k]["prompt"]
+        elif "text" in columns:
+            text = rows[k]["text"]
         else:
-            text = tokenizer.decode(row["input_ids"], skip_special_tokens=True)
-        pred, ref = predictions[k], references[k]
+            text = tokenizer.decode(rows[k]["input_ids"], skip_special_tokens=True)
         if task == "seq_cls":
             pred, ref = name(pred), name(ref)
         elif task == "token_cls":
@@ -202,5 +234,5 @@ def _sample(
         correct = (
             pred.strip() == ref.strip() if isinstance(pred, str) and isinstance(ref, str) else pred == ref
         )
-        sample.append({"input": text, "reference": ref, "prediction": pred, "correct": bool(correct)})
-    return sample
+        table.append({"input": text, "reference": ref, "prediction": pred, "correct": bool(correct)})
+    return table

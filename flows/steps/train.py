@@ -8,7 +8,7 @@
   are removed, so a rerun of a finished run trains afresh instead of silently reusing the old result.
 - `on_log(step, logs)` receives every Trainer log (train loss, eval metrics) as it happens; the flow
   uses it to stream metrics to MLflow without this module knowing about MLflow.
-- Under `accelerate launch` (DDP, one process per device; see flows.launch) every rank runs this same
+- Under `accelerate launch` (DDP, one process per device; see flows.distributed.launch) every rank runs this same
   function. Only the world's process zero forwards logs, saves the adapter and removes the checkpoints;
   the figures it returns are rank 0's (the logged losses are already averaged over ranks by the Trainer).
 """
@@ -23,10 +23,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from flows.params import FinetuneParams
 from flows.steps import TokenizedData, TrainResult
+from flows.steps.trainer import TokenMeanTrainer, check_packing, data_collator
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -44,28 +45,11 @@ def pick_precision(params: FinetuneParams) -> tuple[str, str]:
     return device, precision
 
 
-def data_collator(task: str, tokenizer: Any, model: Any) -> Any:
-    from transformers import (
-        DataCollatorForSeq2Seq,
-        DataCollatorForTokenClassification,
-        DataCollatorWithPadding,
-    )
-
-    if task == "seq_cls":
-        return DataCollatorWithPadding(tokenizer)
-    if task == "token_cls":
-        return DataCollatorForTokenClassification(tokenizer)
-    # Causal and seq2seq: pad inputs with the pad token and labels with -100 (ignored by the loss).
-    return DataCollatorForSeq2Seq(
-        tokenizer, model=model if task == "seq2seq_lm" else None, label_pad_token_id=-100
-    )
-
-
 def classification_metrics(
     params: FinetuneParams, label_names: list[str] | None
 ) -> Callable[[Any], dict[str, float]] | None:
-    """Per-evaluation metrics (eval_<name>) for sequence classification, computed exactly as the final
-    evaluation computes them; other tasks log eval_loss during training."""
+    """Per-evaluation metrics (val_<name>) for sequence classification, computed exactly as the final
+    evaluation computes them; other tasks log val_loss during training."""
     if params.model.task != "seq_cls":
         return None
     from flows.metrics import compute_metrics
@@ -78,23 +62,45 @@ def classification_metrics(
     return compute
 
 
+def check_selection(params: FinetuneParams, data: TokenizedData) -> None:
+    """Selection features need the validation split: refuse them before any model loads."""
+    t = params.train
+    selecting = [
+        name
+        for name, on in (
+            ("train.early_stopping_patience", t.early_stopping_patience),
+            ("train.load_best_model_at_end", t.load_best_model_at_end),
+        )
+        if on
+    ]
+    if selecting and data.num_validation == 0:
+        raise ValueError(
+            f"{' and '.join(selecting)} select on the validation split, and {data.source} has none: set "
+            f"data.validation_fraction, data.validation_file, or name an existing split in "
+            f"data.validation_split (is {params.data.validation_split!r}); the test split is never used for selection"
+        )
+
+
 def train(
     params: FinetuneParams, data: TokenizedData, run_dir: str, on_log: LogFn | None = None
 ) -> TrainResult:
     """Fine-tune the adapter described by `params` on `data`; returns where the adapter is and figures."""
     from datasets import load_from_disk
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+    from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from flows.steps.model import base_model_hub_id, build_peft_config, load_base_model, load_tokenizer
     from peftcore import get_peft_model
 
+    check_selection(params, data)
     device, precision = pick_precision(params)
     if params.train.num_threads:
         torch.set_num_threads(params.train.num_threads)
     set_seed(params.train.seed)
     tokenizer = load_tokenizer(params)
     model = get_peft_model(load_base_model(params, data.label_names), build_peft_config(params))
+    if params.data.packing:
+        check_packing(model)
     splits = load_from_disk(data.path)
 
     ckpt_dir = os.path.join(run_dir, "checkpoints")
@@ -102,7 +108,9 @@ def train(
     # No directory is created here: under DDP every rank runs this, and only rank 0 may write.
     resume = get_last_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
     t = params.train
-    evaluating = t.eval_every != "no"
+    # Evaluations during training read the validation split only; without one there are none.
+    evaluating = t.eval_every != "no" and "validation" in splits
+    selecting = bool(t.early_stopping_patience or t.load_best_model_at_end)
     args = TrainingArguments(
         output_dir=ckpt_dir,
         num_train_epochs=t.epochs,
@@ -120,14 +128,16 @@ def train(
         use_cpu=device == "cpu",
         seed=t.seed,
         data_seed=t.seed,
-        eval_strategy=t.eval_every,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        eval_strategy=t.eval_every if evaluating else "no",
         eval_steps=t.eval_steps if t.eval_every == "steps" else None,
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=2,
         logging_steps=t.logging_steps,
-        load_best_model_at_end=bool(t.early_stopping_patience),
-        metric_for_best_model="eval_loss" if t.early_stopping_patience else None,
+        load_best_model_at_end=selecting,
+        # The Trainer names validation metrics eval_<name>; ours are val_<name> (see _LogForwarder).
+        metric_for_best_model=t.metric_for_best_model.removeprefix("val_") if selecting else None,
         report_to="none",
         dataloader_num_workers=0,
         # DDP: every trainable (adapter) parameter takes part in every forward; searching the graph for
@@ -138,22 +148,26 @@ def train(
     callbacks: list[Any] = [_LogForwarder(on_log)] if on_log else []
     if t.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=splits["train"],
-        eval_dataset=splits["test"] if evaluating else None,
-        data_collator=data_collator(params.model.task, tokenizer, model),
-        compute_metrics=classification_metrics(params, data.label_names) if evaluating else None,
-        callbacks=callbacks,
-    )
-    # The Trainer guesses from `forward(**kwargs)` that the model normalises its loss by the
-    # `num_items_in_batch` it passes, and then skips the division by the accumulation steps and
-    # multiplies the loss by the number of processes. Many heads (BERT classifiers, T5) ignore that
-    # argument and return a mean, so the guess would double the gradients and the logged loss per extra
-    # process or accumulation step. A mean per micro-batch, averaged over steps and ranks, is right for
-    # every head (for LMs it weights micro-batches, not tokens, equally: a small difference).
-    trainer.model_accepts_loss_kwargs = False
+    task = params.model.task
+    common: dict[str, Any] = {
+        "model": model,
+        "args": args,
+        "train_dataset": splits["train"],
+        "eval_dataset": splits["validation"] if evaluating else None,
+        "data_collator": data_collator(task, tokenizer, model, packing=params.data.packing),
+        "compute_metrics": classification_metrics(params, data.label_names) if evaluating else None,
+        "callbacks": callbacks,
+    }
+    if task in ("causal_lm", "seq2seq_lm"):
+        trainer: Trainer = TokenMeanTrainer(**common, causal=task == "causal_lm")
+    else:
+        trainer = Trainer(**common)
+        # The Trainer guesses from `forward(**kwargs)` that the model normalises its loss by the
+        # `num_items_in_batch` it passes, and then skips the division by the accumulation steps and
+        # multiplies the loss by the number of processes. Classification heads ignore that argument
+        # and return a mean, so the guess would double the gradients and the logged loss per extra
+        # process or accumulation step: a mean per micro-batch, averaged over steps and ranks.
+        trainer.model_accepts_loss_kwargs = False
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -197,6 +211,10 @@ class _LogForwarder(TrainerCallback):
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
     ) -> None:  # type: ignore[override]
         if logs and state.is_world_process_zero:
-            self._forward(
-                int(state.global_step), {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
-            )
+            numbers = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
+            # The Trainer evaluates the validation split under its own "eval_" prefix.
+            self._forward(int(state.global_step), {_val_name(k): v for k, v in numbers.items()})
+
+
+def _val_name(key: str) -> str:
+    return "val_" + key.removeprefix("eval_") if key.startswith("eval_") else key

@@ -31,6 +31,8 @@ METRICS = (
     "train_runtime_s",
     "train_tokens_per_s",
     "peak_memory_mb",
+    "data_truncated_rows",
+    "data_dropped_rows",
 )
 
 
@@ -167,10 +169,14 @@ class RunTracker:
         tags = {
             MLFLOW_DATASET_CONTEXT: "training",
             "num_train": str(data.num_train),
+            "num_validation": str(data.num_validation),
             "num_test": str(data.num_test),
         }
         entity = DatasetInput(dataset._to_mlflow_entity(), [InputTag(k, v) for k, v in tags.items()])
         self.client.log_inputs(self.run_id, datasets=[entity])
+        # Rows cut or dropped by data.truncation, over all splits (per split in the dataset tag).
+        self.log_metrics({"data_truncated_rows": data.truncated_rows, "data_dropped_rows": data.dropped_rows})
+        self.set_tag("dataset.truncation", json.dumps(data.truncation, sort_keys=True))
 
     def log_wrap(self, wrap: WrapResult) -> None:
         from mlflow.entities import Param
@@ -197,16 +203,16 @@ class RunTracker:
             self.client.log_batch(self.run_id, metrics=batch)
 
     def log_step(self, step: int, logs: dict[str, float]) -> None:
-        """A Trainer log: `loss` → train_loss; eval_* kept; other keys under their own names."""
+        """A training log: `loss` → train_loss; validation metrics (val_*), learning_rate, grad_norm kept."""
         renamed = {}
         for key, value in logs.items():
             if key == "loss":
                 renamed["train_loss"] = value
-            elif key.startswith("eval_") and key.endswith(
+            elif key.startswith("val_") and key.endswith(
                 ("_runtime", "_samples_per_second", "_steps_per_second")
             ):
                 continue
-            elif key in ("learning_rate", "grad_norm") or key.startswith("eval_"):
+            elif key in ("learning_rate", "grad_norm") or key.startswith("val_"):
                 renamed[key] = value
         self.log_metrics(renamed, step=step)
 
@@ -239,12 +245,13 @@ class RunTracker:
         import matplotlib.pyplot as plt
 
         train = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+        # The Trainer's history names the validation loss eval_loss.
         evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h and "step" in h]
         fig, ax = plt.subplots(figsize=(6, 3.5))
         if train:
             ax.plot(*zip(*train, strict=True), label="train_loss")
         if evals:
-            ax.plot(*zip(*evals, strict=True), marker="o", label="eval_loss")
+            ax.plot(*zip(*evals, strict=True), marker="o", label="val_loss")
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.legend()
@@ -254,10 +261,18 @@ class RunTracker:
         plt.close(fig)
 
     def log_eval(self, result: EvalResult, step: int, prefix: str = "eval_") -> None:
+        """Metrics as `<prefix><name>`: eval_ for the test split, val_ for the validation split."""
         self.log_metrics({f"{prefix}{k}": v for k, v in result.metrics.items()}, step=step)
-        if result.predictions and prefix == "eval_":
-            columns = {k: [str(row.get(k, "")) for row in result.predictions] for k in result.predictions[0]}
-            self.client.log_table(self.run_id, data=columns, artifact_file="eval_predictions.json")
+
+    def log_predictions(self, result: EvalResult, baseline: EvalResult | None = None) -> None:
+        """Every test prediction as the table `eval_predictions.json` (input, reference, prediction,
+        correct, and baseline_prediction when the untrained adapter was scored too)."""
+        if not result.predictions:
+            return
+        columns = {k: [str(row.get(k, "")) for row in result.predictions] for k in result.predictions[0]}
+        if baseline is not None and len(baseline.predictions) == len(result.predictions):
+            columns["baseline_prediction"] = [str(row["prediction"]) for row in baseline.predictions]
+        self.client.log_table(self.run_id, data=columns, artifact_file="eval_predictions.json")
 
     def log_publish(self, commit_id: str, repo_id: str, url: str | None = None) -> None:
         self.set_tag("hub.commit", commit_id)

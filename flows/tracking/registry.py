@@ -133,7 +133,7 @@ def register_and_decide(
     """Register the run's adapter as a new version and give it `champion` or `challenger`.
 
     `champion_value`, when given, is the metric of champion `champion_version` measured on this run's
-    test data (see `retrain`); it is used only if that version still holds the alias. Otherwise the
+    validation data (see `retrain`); it is used only if that version still holds the alias. Otherwise the
     value the champion's run logged is used.
     """
     client = _client()
@@ -141,7 +141,7 @@ def register_and_decide(
     if policy.metric not in run.data.metrics:
         raise ValueError(
             f"run {run_id} has no metric {policy.metric!r} (it has: {sorted(run.data.metrics)}); "
-            "set policy.metric to one of the eval_* metrics"
+            "set policy.metric to one of the val_* metrics"
         )
     value = float(run.data.metrics[policy.metric])
     name = policy.registered_model

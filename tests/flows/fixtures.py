@@ -42,6 +42,8 @@ RUN_METRICS = frozenset(
         "train_runtime_s",
         "train_tokens_per_s",
         "peak_memory_mb",
+        "data_truncated_rows",
+        "data_dropped_rows",
     }
 )
 LABELS = ["negative", "positive"]
@@ -127,6 +129,27 @@ def bytelevel_tokenizer() -> Any:
     )
 
 
+# ChatML, written here: each turn is <|im_start|>role\ncontent<|im_end|>\n; the generation prompt
+# opens an assistant turn. The model ends its turn with <|im_end|>, the tokenizer's eos.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def chat_tokenizer(template: str | None = CHAT_TEMPLATE) -> Any:
+    """The byte-level tokenizer with ChatML turn markers as special tokens, like Qwen2.5-Instruct's:
+    eos = <|im_end|>, pad = <|endoftext|>, and `template` as its chat template (None: no template)."""
+    tok = bytelevel_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.eos_token = "<|im_end|>"
+    tok.pad_token = "<|endoftext|>"
+    tok.chat_template = template
+    return tok
+
+
 def t5_tokenizer() -> Any:
     """A T5-style tokenizer: Metaspace word pieces, `<pad>`=0, `</s>`=1, `<unk>`=2, `</s>` appended.
 
@@ -166,6 +189,14 @@ def tiny_model(task: str, tokenizer: Any, seed: int = 0) -> Any:
             max_position_embeddings=MAX_POSITIONS, pad_token_id=tokenizer.pad_token_id,
         )  # fmt: skip
         return tf.BertModel(cfg)
+    if task == "chat":
+        cfg = tf.Qwen2Config(
+            vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS * 4, tie_word_embeddings=True,
+            initializer_range=0.5,  # logits a 32-wide model can move far: at 0.02 they stay near uniform
+            bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+        return tf.Qwen2ForCausalLM(cfg)
     if task == "causal_lm":
         cfg = tf.GPT2Config(
             vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=MAX_POSITIONS,
@@ -187,13 +218,17 @@ def tokenizer_for(task: str) -> Any:
         return wordpiece_tokenizer()
     if task == "causal_lm":
         return bytelevel_tokenizer()
+    if task == "chat":
+        return chat_tokenizer()
     if task == "seq2seq_lm":
         return t5_tokenizer()
     raise ValueError(f"task={task!r}: use one of {TASKS}")
 
 
 def model_dir(root: str | os.PathLike[str], task: str, seed: int = 0) -> str:
-    """Write tokenizer + tiny model for `task` into `root/<task>` and return that directory."""
+    """Write tokenizer + tiny model for `task` into `root/<task>` and return that directory.
+
+    `task` is one of TASKS, or "chat": a tiny Qwen2 causal LM with `chat_tokenizer()`."""
     out = Path(root) / task
     tokenizer = tokenizer_for(task)
     tokenizer.save_pretrained(out)

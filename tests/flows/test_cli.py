@@ -32,6 +32,7 @@ def _write_config(root: Path) -> Path:
         "data": {
             "train_file": fixtures.write_jsonl(root / "train.jsonl", fixtures.rows("seq_cls", 16)),
             "test_file": fixtures.write_jsonl(root / "test.jsonl", fixtures.rows("seq_cls", 6)),
+            "validation_fraction": 0.25,
         },
         "peft": {"r": 4},
         "train": {"max_steps": 4, "batch_size": 4, "learning_rate": 5e-3, "logging_steps": 1},
@@ -134,7 +135,7 @@ def test_reproduce_matches_metrics_and_adapter_checksum_on_cpu(cli: SimpleNamesp
     checksum = original.data.tags["adapter.sha256"]
     assert new.data.tags["adapter.sha256"] == checksum
     assert re.search(rf"^adapter sha256\s+{checksum[:12]}\s+{checksum[:12]}\s+yes$", stdout, re.M), stdout
-    for name in ("eval_accuracy", "eval_f1", "eval_loss", "train_loss", "trainable_params"):
+    for name in ("eval_accuracy", "eval_f1", "val_accuracy", "val_loss", "train_loss", "trainable_params"):
         assert new.data.metrics[name] == original.data.metrics[name]
         assert re.search(rf"^{name}\s+\S+\s+\S+\s+yes$", stdout, re.M), stdout
     assert " NO" not in stdout
@@ -150,6 +151,8 @@ def test_compare_prints_one_row_per_run(cli: SimpleNamespace) -> None:
         "method",
         "r",
         "trainable%",
+        "val_accuracy",
+        "val_f1",
         "eval_accuracy",
         "eval_f1",
         "runtime_s",
@@ -163,6 +166,8 @@ def test_compare_prints_one_row_per_run(cli: SimpleNamespace) -> None:
         m = run.data.metrics
         assert row[1:4] == ["lora", run.data.params["peft.r"], f"{m['trainable_percent']:.6g}"]
         assert row[4:] == [
+            f"{m['val_accuracy']:.6g}",
+            f"{m['val_f1']:.6g}",
             f"{m['eval_accuracy']:.6g}",
             f"{m['eval_f1']:.6g}",
             f"{m['train_runtime_s']:.6g}",
@@ -269,7 +274,7 @@ def test_retrain_trains_then_skips_and_sweep_prints_the_comparison(
         r"^r4-lora-lr0\.003 ", out, re.M
     )
     assert re.search(
-        r"^best: r[24]-lora-lr0\.003 \(eval_accuracy [0-9.]+\); MLflow parent run [0-9a-f]{32}$", out, re.M
+        r"^best: r[24]-lora-lr0\.003 \(val_accuracy [0-9.]+\); MLflow parent run [0-9a-f]{32}$", out, re.M
     )
 
 
@@ -279,7 +284,11 @@ def test_retrain_trains_then_skips_and_sweep_prints_the_comparison(
         (["sweep", "--grid", "ranks=[4,4]"], "repeats a value"),
         (["sweep", "--grid", "ranks=[0]"], "every rank must be > 0"),
         (["retrain", "--policy", "direction=up"], "'maximize' or 'minimize'"),
-        (["retrain", "--policy", "metric=eval_bleu"], "is not logged by this run"),
+        (["retrain", "--policy", "metric=val_bleu"], "is not logged by this run"),
+        (
+            ["retrain", "--policy", "metric=eval_accuracy"],
+            "is a test metric; the champion is chosen on the validation split, so use 'val_accuracy'",
+        ),
     ],
 )
 def test_retrain_and_sweep_reject_bad_settings_before_any_work(
@@ -287,7 +296,12 @@ def test_retrain_and_sweep_reject_bad_settings_before_any_work(
 ) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(
-        yaml.safe_dump({"data": {"train_file": str(tmp_path / "t.jsonl")}, "output_dir": str(tmp_path / "o")})
+        yaml.safe_dump(
+            {
+                "data": {"train_file": str(tmp_path / "t.jsonl"), "validation_fraction": 0.5},
+                "output_dir": str(tmp_path / "o"),
+            }
+        )
     )
     (tmp_path / "t.jsonl").write_text('{"text": "a", "label": "x"}\n')
     assert main([argv[0], str(config), *argv[1:]]) == 2

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import safetensors.torch
 
-from flows import launch
+from flows.distributed import launch
 from flows.finetune import finetune, preflight
 from flows.params import FinetuneParams
 from flows.steps import TokenizedData
@@ -44,6 +44,7 @@ def _params(root: Path, **train: Any) -> FinetuneParams:
             "model": {"name_or_path": str(root / "model"), "task": "seq_cls", "dtype": "float32"},
             "data": {
                 "train_file": str(root / "train.jsonl"),
+                "validation_file": str(root / "validation.jsonl"),
                 "test_file": str(root / "test.jsonl"),
             },
             "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
@@ -83,6 +84,7 @@ def test_two_gloo_processes_train_and_track_like_one(mlflow_store: Any, tmp_path
     client = mlflow_store
     _deterministic_model(tmp_path)
     fixtures.write_jsonl(tmp_path / "train.jsonl", fixtures.rows("seq_cls", 24))
+    fixtures.write_jsonl(tmp_path / "validation.jsonl", fixtures.rows("seq_cls", 6))
     fixtures.write_jsonl(tmp_path / "test.jsonl", fixtures.rows("seq_cls", 8))
     single = finetune(_params(tmp_path, batch_size=8))
     ddp = finetune(
@@ -119,7 +121,7 @@ def test_two_gloo_processes_train_and_track_like_one(mlflow_store: Any, tmp_path
     runs = [client.get_run(s["run_id"]) for s in (single, ddp)]
     assert set(runs[0].data.metrics) == set(runs[1].data.metrics)
     assert runs[1].data.tags["device"] == "cpu"
-    for name in ("train_loss", "eval_loss", "grad_norm", "learning_rate"):
+    for name in ("train_loss", "val_loss", "grad_norm", "learning_rate"):
         ours, theirs = _history(client, ddp["run_id"], name), _history(client, single["run_id"], name)
         assert [step for step, _ in ours] == [step for step, _ in theirs], name
         assert [v for _, v in ours] == pytest.approx([v for _, v in theirs], abs=LOSS_ATOL), name
@@ -201,7 +203,7 @@ def test_bad_accelerate_config_fails_in_the_preflight(tmp_path: Path) -> None:
 def test_launch_command_has_its_own_rendezvous_port(tmp_path: Path) -> None:
     params = _params(tmp_path, launcher="accelerate", num_processes=2)
     cmd = launch.launch_command(params, "LAUNCH_DIR", port=launch.free_port())
-    assert cmd[-3:] == ["-m", "flows.train_worker", "LAUNCH_DIR"]
+    assert cmd[-3:] == ["-m", "flows.distributed.worker", "LAUNCH_DIR"]
     assert "--multi_gpu" in cmd and cmd[cmd.index("--num_processes") + 1] == "2"
     port = int(cmd[cmd.index("--main_process_port") + 1])
     assert 0 < port < 65536

@@ -25,12 +25,13 @@ import torch
 import yaml
 
 import flows.steps.data as data_step
+import flows.steps.data.encode as encode_step
 import flows.steps.model as model_step
 import flows.steps.train as train_step
 import peftcore
 from flows.finetune import finetune
 from flows.params import TASK_TYPES, FinetuneParams
-from flows.steps.evaluate import score
+from flows.steps.evaluate import evaluate_untrained, score
 from tests.flows import fixtures
 from tests.flows.conftest import use_mlflow_store
 
@@ -38,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS = 6
-N_TRAIN, N_TEST = 24, 8
+N_TRAIN, N_VAL, N_TEST = 24, 6, 8
 METRICS = {
     "seq_cls": ["accuracy", "f1"],
     "token_cls": ["seqeval"],
@@ -52,8 +53,12 @@ EVAL_METRICS = {
     "causal_lm": {"eval_exact_match"},
     "seq2seq_lm": {"eval_exact_match", "eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum"},
 }
-# Every run logs these, whatever the task (eval_loss comes from the evaluations during training).
-FIXED_METRICS = fixtures.RUN_METRICS | {"eval_loss", "learning_rate", "grad_norm"}
+# The same metrics on the validation split, scored at the end of training (selection reads these).
+VAL_METRICS = {
+    task: {"val_" + name.removeprefix("eval_") for name in names} for task, names in EVAL_METRICS.items()
+}
+# Every run logs these, whatever the task (val_loss comes from the evaluations during training).
+FIXED_METRICS = fixtures.RUN_METRICS | {"val_loss", "learning_rate", "grad_norm"}
 AUTO_CLASS = {
     "seq_cls": peftcore.AutoPeftModelForSequenceClassification,
     "token_cls": peftcore.AutoPeftModelForTokenClassification,
@@ -78,10 +83,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def _config(root: Path, model_path: str, task: str, **sections: dict[str, Any]) -> dict[str, Any]:
     """A run config on fresh jsonl files in `root`; `sections` update its sections."""
     train = fixtures.write_jsonl(root / "train.jsonl", fixtures.rows(task, N_TRAIN))
+    validation = fixtures.write_jsonl(root / "validation.jsonl", fixtures.rows(task, N_VAL))
     test = fixtures.write_jsonl(root / "test.jsonl", fixtures.rows(task, N_TEST))
     config: dict[str, Any] = {
         "model": {"name_or_path": model_path, "task": task, "dtype": "float32"},
-        "data": {"train_file": train, "test_file": test},
+        "data": {"train_file": train, "validation_file": validation, "test_file": test},
         "peft": {"r": 4, "lora_alpha": 8},
         "train": {
             "max_steps": MAX_STEPS,
@@ -188,9 +194,13 @@ def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
     # Metrics: exactly these names, final values consistent with the summary.
     metrics = run.data.metrics
     assert {f"eval_{k}" for k in summary["metrics"]} == EVAL_METRICS[task]
-    assert set(metrics) == FIXED_METRICS | EVAL_METRICS[task]
+    assert {f"val_{k}" for k in summary["val_metrics"]} == VAL_METRICS[task]
+    assert set(metrics) == FIXED_METRICS | EVAL_METRICS[task] | VAL_METRICS[task]
     for name, value in summary["metrics"].items():
         assert metrics[f"eval_{name}"] == pytest.approx(value, abs=1e-12)
+    for name, value in summary["val_metrics"].items():
+        assert metrics[f"val_{name}"] == pytest.approx(value, abs=1e-12)
+    assert metrics["data_truncated_rows"] == 0 and metrics["data_dropped_rows"] == 0
     assert 0 < metrics["trainable_params"] < metrics["all_params"]
     assert metrics["trainable_percent"] == pytest.approx(
         100 * metrics["trainable_params"] / metrics["all_params"], rel=1e-12
@@ -202,8 +212,11 @@ def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
     losses = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in losses] == list(range(1, MAX_STEPS + 1))  # logging_steps=1
     assert all(m.value > 0 for m in losses)
-    evals = client.get_metric_history(run.info.run_id, "eval_loss")
+    # Evaluations during training read the validation split only: the test split is scored once.
+    evals = client.get_metric_history(run.info.run_id, "val_loss")
     assert evals and all(1 <= m.step <= MAX_STEPS for m in evals)
+    for name in EVAL_METRICS[task]:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [MAX_STEPS]
 
     # Tags: the Prefect flow run, code and library versions, data and adapter fingerprints.
     tags = run.data.tags
@@ -237,11 +250,12 @@ def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
     assert tags["dataset.fingerprint"] == summary["dataset_fingerprint"]
     assert tags["adapter.sha256"] == summary["adapter_sha256"]
 
-    # The Prefect table artifact holds the same eval metrics.
+    # The Prefect table artifact holds the same test and validation metrics.
     assert len(artifacts) == 1 and artifacts[0].type == "table"
     table = artifacts[0].data if isinstance(artifacts[0].data, list) else json.loads(artifacts[0].data)
     assert {row["metric"]: row["value"] for row in table} == {
-        k: round(v, 6) for k, v in summary["metrics"].items()
+        **{f"eval_{k}": round(v, 6) for k, v in summary["metrics"].items()},
+        **{f"val_{k}": round(v, 6) for k, v in summary["val_metrics"].items()},
     }
 
     # The dataset as an MLflow input, its digest the start of the raw-data fingerprint.
@@ -250,7 +264,8 @@ def test_flow_run_is_tracked_and_its_adapter_reproduces_predictions(
     assert json.loads(dataset_input.dataset.source)["uri"] == str(tmp_path / "train.jsonl")
     input_tags = {t.key: t.value for t in dataset_input.tags}
     assert input_tags["mlflow.data.context"] == "training"
-    assert (input_tags["num_train"], input_tags["num_test"]) == (str(N_TRAIN), str(N_TEST))
+    counts = (input_tags["num_train"], input_tags["num_validation"], input_tags["num_test"])
+    assert counts == (str(N_TRAIN), str(N_VAL), str(N_TEST))
 
     # Artifacts: the adapter in HF PEFT layout, params.yaml, the loss curve, the predictions table.
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -298,19 +313,19 @@ def test_second_identical_run_reuses_the_tokenized_data(
     models: dict[str, str], mlflow_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     params = FinetuneParams.model_validate(_config(tmp_path, models["seq_cls"], "seq_cls"))
-    encoders: list[bool] = []
-    real_encoder = data_step._encoder
+    encoders: list[str] = []
+    real_encoder = encode_step.encoder
 
     def counting_encoder(*args: Any, **kwargs: Any) -> Any:
-        encoders.append(kwargs.get("keep_raw", False))
+        encoders.append(args[3])  # the split
         return real_encoder(*args, **kwargs)
 
-    monkeypatch.setattr(data_step, "_encoder", counting_encoder)
+    monkeypatch.setattr(encode_step, "encoder", counting_encoder)
     first = finetune(params)
-    assert first["data_cached"] is False and len(encoders) == 2  # train and test were tokenized
+    assert first["data_cached"] is False and sorted(encoders) == ["test", "train", "validation"]
     # The second run also evaluates the untrained adapter first (baseline_<metric>).
     second = finetune(params, baseline=True)
-    assert second["data_cached"] is True and len(encoders) == 2  # nothing tokenized again
+    assert second["data_cached"] is True and len(encoders) == 3  # nothing tokenized again
     assert second["dataset_fingerprint"] == first["dataset_fingerprint"]
     assert len(os.listdir(tmp_path / "out" / "cache" / "tokenized")) == 1
     # CPU training is deterministic: the same inputs give the same adapter bytes.
@@ -320,6 +335,15 @@ def test_second_identical_run_reuses_the_tokenized_data(
     for name, value in second["baseline_metrics"].items():
         assert metrics[f"baseline_{name}"] == pytest.approx(value, abs=1e-12)
     assert "baseline_accuracy" not in mlflow_store.get_run(first["run_id"]).data.metrics
+    # The predictions table has the untrained adapter's prediction next to the trained one's.
+    table = json.loads(
+        _download(mlflow_store, second["run_id"], "eval_predictions.json", tmp_path / "dl").read_text()
+    )
+    assert table["columns"] == ["input", "reference", "prediction", "correct", "baseline_prediction"]
+    data = data_step.tokenize(params, os.path.join(params.output_dir, "cache", "tokenized"))
+    expected = evaluate_untrained(params, data).predictions
+    assert [row[4] for row in table["data"]] == [str(p["prediction"]) for p in expected]
+    assert len(table["data"]) == N_TEST
 
 
 def test_eval_every_steps_logs_each_evaluation(
@@ -327,11 +351,13 @@ def test_eval_every_steps_logs_each_evaluation(
 ) -> None:
     config = _config(tmp_path, models["seq_cls"], "seq_cls", train={"eval_every": "steps", "eval_steps": 2})
     summary = finetune(FinetuneParams.model_validate(config))
-    history = mlflow_store.get_metric_history(summary["run_id"], "eval_accuracy")
-    # Evaluations at steps 2, 4, 6 during training, then the final one at the last step.
+    history = mlflow_store.get_metric_history(summary["run_id"], "val_accuracy")
+    # Validation evaluations at steps 2, 4, 6 during training, then the final one at the last step;
+    # the test split is scored once.
     assert [m.step for m in history] == [2, 4, 6, 6]
-    assert history[-1].value == summary["metrics"]["accuracy"]
-    assert [m.step for m in mlflow_store.get_metric_history(summary["run_id"], "eval_loss")] == [2, 4, 6]
+    assert history[-1].value == summary["val_metrics"]["accuracy"]
+    assert [m.step for m in mlflow_store.get_metric_history(summary["run_id"], "val_loss")] == [2, 4, 6]
+    assert [m.step for m in mlflow_store.get_metric_history(summary["run_id"], "eval_accuracy")] == [6]
 
 
 def test_published_run_loads_by_hub_id_with_the_auto_class(

@@ -58,7 +58,7 @@ def test_training_on_the_gpu_learns_and_saves_an_fp32_adapter(tmp_path: Path) ->
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_ddp_over_two_gpus_matches_one_process(tmp_path: Path, mlflow_store: Any) -> None:
-    from flows import launch
+    from flows.distributed import launch
     from flows.steps import TokenizedData
 
     one = _params(tmp_path, batch_size=8, precision="fp32")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.data import make_sentiment as ms
+from tools.sentiment import generate as ms
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "flows" / "data" / "sentiment"
@@ -33,7 +33,7 @@ def _run_generator(out_dir: Path, hash_seed: str) -> None:
     # A fresh interpreter per run with a different string-hash salt: the output must not depend on it.
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     subprocess.run(
-        [sys.executable, "-m", "flows.data.make_sentiment", "--out-dir", str(out_dir)],
+        [sys.executable, "-m", "tools.sentiment.generate", "--out-dir", str(out_dir)],
         cwd=ROOT,
         env=env,
         check=True,
@@ -50,7 +50,7 @@ def test_generator_is_deterministic_and_matches_shipped_files(tmp_path: Path) ->
         first = (a / name).read_bytes()
         assert first == (b / name).read_bytes(), f"{name} differs between two generator runs"
         assert first == (SHIPPED / name).read_bytes(), (
-            f"shipped {name} is stale: run `python -m flows.data.make_sentiment` and commit the result"
+            f"shipped {name} is stale: run `python -m tools.sentiment.generate` and commit the result"
         )
 
 

@@ -12,6 +12,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_fro
 
 from flows.params import BUNDLED_MINILM, FinetuneParams
 from flows.steps import data
+from flows.steps.data import encode, format, validate
 from flows.steps.model import load_tokenizer
 from flows.steps.train import data_collator
 from tests.flows import fixtures
@@ -34,18 +35,20 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def encoder_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts rows passed to the tokenizing map function (one entry per batch)."""
     calls: list[int] = []
-    real = data._encoder
+    real = encode.encoder
 
-    def counting(*args: Any, **kwargs: Any) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
+    def counting(
+        *args: Any, **kwargs: Any
+    ) -> Callable[[dict[str, list[Any]], list[int]], dict[str, list[Any]]]:
         fn = real(*args, **kwargs)
 
-        def wrapped(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        def wrapped(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
             calls.append(len(next(iter(batch.values()))))
-            return fn(batch)
+            return fn(batch, indices)
 
         return wrapped
 
-    monkeypatch.setattr(data, "_encoder", counting)
+    monkeypatch.setattr(encode, "encoder", counting)
     return calls
 
 
@@ -203,11 +206,12 @@ def test_causal_lm_masks_a_bos_prefix() -> None:
         single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", tok.bos_token_id)]
     )
     assert tok("hi")["input_ids"][0] == tok.bos_token_id  # a Llama-style tokenizer: bos before text
-    out = data._causal(tok, ["ab"], ["c"], max_length=32)
+    params = make_params("unused", "causal_lm", train_file="x.jsonl", test_fraction=0.5, target_column="t")
+    out = format.RowFormat(params, tok).encode({"text": "ab", "t": "c"})
     bos, eos = tok.bos_token_id, tok.eos_token_id
     a, b, c = (tok.convert_tokens_to_ids(ch) for ch in "abc")
-    assert out["input_ids"] == [[bos, a, b, c, eos]]
-    assert out["labels"] == [[-100, -100, -100, c, eos]]
+    assert out.ids == [bos, a, b, c, eos]
+    assert out.labels == [-100, -100, -100, c, eos]
 
 
 # -- seq2seq LM --------------------------------------------------------------------------------------
@@ -352,7 +356,7 @@ def test_error_empty_split_and_file_without_rows(tmp_path: Path, encoder_calls: 
         "test": Dataset.from_dict({"text": [], "label": []}, features),
     }
     with pytest.raises(ValueError, match=r"the test split is empty \(data.test_split='test'\)"):
-        data._validate(splits, make_params(dataset="user/reviews"))
+        validate.validate(splits, make_params(dataset="user/reviews"))
 
     (tmp_path / "header.csv").write_text("text,label\n")
     params = make_params(train_file=str(tmp_path / "header.csv"), test_fraction=0.5)

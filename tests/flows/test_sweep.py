@@ -32,7 +32,8 @@ def bert(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _params(root: Path, model_path: str, **sections: dict[str, Any]) -> FinetuneParams:
-    """One epoch of 3 steps on 24 rows, an evaluation at its end (eval_loss), accuracy on 8 test rows.
+    """One epoch of 3 steps on 24 rows, a validation evaluation at its end (val_loss, on 6 rows carved
+    from train), accuracy on 8 test rows.
 
     `sections` update the config's sections.
     """
@@ -41,6 +42,7 @@ def _params(root: Path, model_path: str, **sections: dict[str, Any]) -> Finetune
         "data": {
             "train_file": fixtures.write_jsonl(root / "train.jsonl", fixtures.rows("seq_cls", 24)),
             "test_file": fixtures.write_jsonl(root / "test.jsonl", fixtures.rows("seq_cls", 8)),
+            "validation_fraction": 0.25,
         },
         "peft": {"lora_alpha": 8},
         "train": {"max_steps": 3, "batch_size": 8, "eval_batch_size": 8, "logging_steps": 3},
@@ -92,7 +94,7 @@ def test_sweep_nests_one_run_per_trial_and_compares_them(
         methods=["lora", "dora"],
         ranks=[2, 4],
         learning_rates=[5e-3],
-        metric="eval_loss",
+        metric="val_loss",
         direction="minimize",
     )
     summary = sweep(_params(tmp_path, bert), grid)
@@ -117,7 +119,7 @@ def test_sweep_nests_one_run_per_trial_and_compares_them(
         assert (params["peft.r"], params["peft.use_dora"]) == (str(r), str(method == "dora"))
         assert (params["peft.use_rslora"], params["train.learning_rate"]) == ("False", "0.005")
         assert params["peft_config.use_dora"] == str(method == "dora")
-        assert {"eval_accuracy", "eval_loss", "trainable_percent"} <= set(metrics)
+        assert {"eval_accuracy", "val_accuracy", "val_loss", "trainable_percent"} <= set(metrics)
         assert tags["prefect.flow_run_id"] != parent.data.tags["prefect.flow_run_id"]
         assert _flow_run_name(tags["prefect.flow_run_id"]) == name
     percents = [c.data.metrics["trainable_percent"] for c in children]
@@ -130,7 +132,8 @@ def test_sweep_nests_one_run_per_trial_and_compares_them(
     assert [row["run_id"] for row in rows] == [c.info.run_id for c in children]
     for row, child in zip(rows, children, strict=True):
         # MLflow writes the table with pandas, which keeps 10 decimals.
-        assert row["eval_loss"] == pytest.approx(child.data.metrics["eval_loss"], abs=1e-10)
+        assert row["val_loss"] == pytest.approx(child.data.metrics["val_loss"], abs=1e-10)
+        assert "eval_loss" not in row  # no test loss is logged (the test split is scored by metrics)
         assert row["trainable_percent"] == pytest.approx(child.data.metrics["trainable_percent"], abs=1e-10)
     assert [(row["trial"], row["method"], row["r"]) for row in rows] == [
         (i, method, r) for i, (method, r) in enumerate(expected)
@@ -143,11 +146,11 @@ def test_sweep_nests_one_run_per_trial_and_compares_them(
     png = _download(client, parent.info.run_id, "comparison.png", tmp_path / "dl").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
 
-    # The best trial is the lowest eval_loss (the earlier trial on a tie).
-    losses = [c.data.metrics["eval_loss"] for c in children]
+    # The best trial is the lowest val_loss (the earlier trial on a tie).
+    losses = [c.data.metrics["val_loss"] for c in children]
     best = children[losses.index(min(losses))]
     assert parent.data.tags["best_run_id"] == best.info.run_id == summary["best"]["run_id"]
-    assert parent.data.metrics["best_eval_loss"] == min(losses)
+    assert parent.data.metrics["best_val_loss"] == min(losses)
     assert parent.data.tags["best_r"] == best.data.params["peft.r"]
 
     # The same table as a Prefect artifact of the sweep's flow run, and where the plot is.
@@ -155,7 +158,7 @@ def test_sweep_nests_one_run_per_trial_and_compares_them(
     (artifact,) = _prefect_artifacts(flow_run_id, "sweep-comparison")
     prefect_rows = artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
     assert [row["run_id"] for row in prefect_rows] == [c.info.run_id for c in children]
-    assert [row["eval_loss"] for row in prefect_rows] == [round(v, 6) for v in losses]
+    assert [row["val_loss"] for row in prefect_rows] == [round(v, 6) for v in losses]
     (plot,) = _prefect_artifacts(flow_run_id, "sweep-plot")
     assert plot.type == "markdown" and "comparison.png" in plot.data and parent.info.run_id in plot.data
 
@@ -176,7 +179,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(
 
     failed, done = summary["trials"]
     assert failed["status"] == "FAILED" and "out of memory (simulated)" in failed["error"]
-    assert failed["eval_accuracy"] is None and failed["run_id"] is not None
+    assert failed["val_accuracy"] is None and failed["run_id"] is not None
     assert mlflow_store.get_run(failed["run_id"]).info.status == "FAILED"
     assert done["status"] == "FINISHED" and done["error"] is None
     assert summary["best"]["run_id"] == done["run_id"]
@@ -207,14 +210,24 @@ def test_sweep_fails_when_every_trial_fails(
 
 BAD_SWEEPS = {
     "unlogged metric": (
-        {"metric": "eval_f1"},
+        {"metric": "val_f1"},
         {},
-        r"grid\.metric='eval_f1' is not a metric.*use one of: eval_accuracy, eval_loss$",
+        r"grid\.metric='val_f1' is not a metric.*use one of: val_accuracy, val_loss$",
     ),
-    "no eval_loss without evaluations": (
-        {"metric": "eval_loss"},
+    "a test metric": (
+        {"metric": "eval_accuracy"},
+        {},
+        r"grid\.metric='eval_accuracy' is not a metric.*use one of: val_accuracy, val_loss$",
+    ),
+    "no val_loss without evaluations": (
+        {"metric": "val_loss"},
         {"train": {"eval_every": "no"}},
-        r"grid\.metric='eval_loss'.*use one of: eval_accuracy$",
+        r"grid\.metric='val_loss'.*use one of: val_accuracy$",
+    ),
+    "no validation split": (
+        {},
+        {"data": {"validation_fraction": None}},
+        r"a sweep ranks its trials on the validation split and this recipe has none",
     ),
     "repeated rank": ({"ranks": [4, 8, 4]}, {}, r"grid\.ranks=\[4, 8, 4\] repeats a value"),
     "rank 0": ({"ranks": [0]}, {}, r"every rank must be > 0"),

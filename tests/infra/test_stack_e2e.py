@@ -22,7 +22,7 @@ from tests.support.stack import REPO_ROOT, LocalStack, processes_mentioning
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 MODEL = "e2e-tiny-sentiment"
-RUN_METRICS = fixtures.RUN_METRICS | {"eval_accuracy", "eval_f1"}
+RUN_METRICS = fixtures.RUN_METRICS | {"eval_accuracy", "eval_f1", "val_accuracy", "val_f1"}
 
 
 def _client(stack: LocalStack) -> Any:
@@ -106,7 +106,7 @@ def test_finetune_triggered_like_the_ui_is_tracked_on_the_mlflow_server(
     # The flow run's page shows the metrics table and a link to the MLflow run.
     artifacts = {a["key"]: a for a in local_stack.artifacts(flow_run_id)}
     table = json.loads(artifacts["eval-metrics"]["data"])
-    assert {row["metric"] for row in table} == {"accuracy", "f1"}
+    assert {row["metric"] for row in table} == {"eval_accuracy", "eval_f1", "val_accuracy", "val_f1"}
     run_url = f"{local_stack.mlflow_url}/#/experiments/{experiment.experiment_id}/runs/{mlrun.info.run_id}"
     assert artifacts["mlflow-run"]["data"] == f"[MLflow run]({run_url})"
 
@@ -141,7 +141,7 @@ def test_retrain_skips_unchanged_data_and_promotes_only_better(
     assert second["state"]["message"].startswith("Skipped: data and recipe unchanged")
     assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
 
-    # New data: a new version, promoted only when it beats the champion on eval_accuracy.
+    # New data: a new version, promoted only when it beats the champion on val_accuracy.
     root = tiny_run["root"]
     changed = fixtures.write_jsonl(root / "train-v2.jsonl", fixtures.rows("seq_cls", 24))
     third = local_stack.wait(
@@ -157,10 +157,10 @@ def test_retrain_skips_unchanged_data_and_promotes_only_better(
     )
     assert third["state"]["type"] == "COMPLETED", local_stack.logs(third["id"])
     v2 = client.get_model_version(MODEL, "2")
-    # The champion (v1) was scored on the same test split as v2, through the server's artifacts.
+    # The champion (v1) was scored on the same validation split as v2, through the server's artifacts.
     metrics = client.get_run(v2.run_id).data.metrics
     aliases = client.get_registered_model(MODEL).aliases
-    if metrics["eval_accuracy"] > metrics["champion_eval_accuracy"]:
+    if metrics["val_accuracy"] > metrics["champion_val_accuracy"]:
         assert aliases == {"champion": "2"}
     else:
         assert aliases == {"champion": "1", "challenger": "2"}

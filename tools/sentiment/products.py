@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.data.sentiment_domains import Domain, _a
+from tools.sentiment.domains import Domain, _a
 
 APP = Domain(
     name="app",

@@ -5,7 +5,7 @@ that matter on one machine are read: name, entrypoint, description, tags, parame
 defaults), schedules and concurrency_limit. The training slot (a global concurrency limit that every
 training occupies, see `flows.finetune.TRAINING_LIMIT`) is created before serving.
 
-    python -m flows.deployments [--spec infra/prefect.yaml] [--no-schedules] [--training-slots 1]
+    python -m flows.stack.deployments [--spec infra/prefect.yaml] [--no-schedules] [--training-slots 1]
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from flows.finetune import TRAINING_LIMIT
-from flows.serve import load_spec
+from flows.stack.serve import load_spec
 
-DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "infra" / "prefect.yaml"
+DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "infra" / "prefect.yaml"
 
 
 def load_flow(entrypoint: str) -> Flow[Any, Any]:
@@ -104,7 +104,7 @@ def ensure_training_slots(slots: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.deployments", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m flows.stack.deployments", description=__doc__)
     parser.add_argument("--spec", default=str(DEFAULT_SPEC), help="prefect.yaml to read deployments from")
     parser.add_argument("--no-schedules", action="store_true", help="serve without the cron schedules")
     parser.add_argument("--training-slots", type=int, default=1, help="trainings allowed at once (GPUs)")

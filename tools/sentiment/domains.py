@@ -1,8 +1,8 @@
 """The review domains of the quickstart data, with the types every domain module uses.
 
 Night-out domains live here (film, restaurant, hotel; told in the past tense); the product domains
-(app, electronics, home) in `sentiment_products.py`. Phrases that fit every domain are in
-`sentiment_lexicon.py`, whose docstring lists the placeholders the composer fills.
+(app, electronics, home) in `products.py`. Phrases that fit every domain are in
+`lexicon.py`, whose docstring lists the placeholders the composer fills.
 """
 
 from __future__ import annotations

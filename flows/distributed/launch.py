@@ -1,10 +1,10 @@
 """Multi-process training through `accelerate launch`: DDP over GPUs (nccl) or CPU processes (gloo).
 
 The flow's process stays the orchestrator. `train` writes the run's inputs to
-`<run_dir>/launch/job.json`, runs `accelerate launch ... -m flows.train_worker <run_dir>/launch` as a
+`<run_dir>/launch/job.json`, runs `accelerate launch ... -m flows.distributed.worker <run_dir>/launch` as a
 child process (streaming its output), and reads back the `TrainResult` that rank 0 wrote to
 `<run_dir>/launch/result.json`. Every rank runs the ordinary train step; only rank 0 logs to MLflow
-and writes files (flows.train_worker, flows.steps.train).
+and writes files (flows.distributed.worker, flows.steps.train).
 
 - `train.accelerate_config` picks the strategy (infra/accelerate/*.yaml); `train.num_processes` always
   overrides its `num_processes`. Without a config, N > 1 processes go through torchrun
@@ -30,9 +30,9 @@ from collections import deque
 from typing import Any
 
 from flows import tracking
+from flows.distributed.worker import JOB_FILE, RESULT_FILE, write_json_atomic
 from flows.params import FinetuneParams
 from flows.steps import TokenizedData, TrainResult
-from flows.train_worker import JOB_FILE, RESULT_FILE, write_json_atomic
 
 logger = logging.getLogger(__name__)
 TAIL_LINES = 40
@@ -123,7 +123,7 @@ def train(params: FinetuneParams, data: TokenizedData, run_dir: str, run_id: str
 
 
 def launch_command(params: FinetuneParams, launch_dir: str, port: int | None) -> list[str]:
-    """The `accelerate launch` command line running flows.train_worker on `launch_dir`."""
+    """The `accelerate launch` command line running flows.distributed.worker on `launch_dir`."""
     t = params.train
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if t.accelerate_config:
@@ -136,7 +136,7 @@ def launch_command(params: FinetuneParams, launch_dir: str, port: int | None) ->
     cmd += ["--num_processes", str(t.num_processes)]
     if port is not None:
         cmd += ["--main_process_port", str(port)]
-    return [*cmd, "-m", "flows.train_worker", launch_dir]
+    return [*cmd, "-m", "flows.distributed.worker", launch_dir]
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
-"""The program each `accelerate launch` process runs (see flows.launch): one call of the train step.
+"""The program each `accelerate launch` process runs (see flows.distributed.launch): one call of the train step.
 
-`python -m flows.train_worker <launch_dir>` reads `<launch_dir>/job.json` (params, tokenized data,
+`python -m flows.distributed.worker <launch_dir>` reads `<launch_dir>/job.json` (params, tokenized data,
 run directory, MLflow run id) and runs `flows.steps.train.train` — every rank does, as DDP needs.
 Rank 0 alone streams the Trainer logs to the MLflow run and writes `<launch_dir>/result.json` (the
 `TrainResult`), atomically, for the parent process to read back. Both files go through
@@ -46,7 +46,10 @@ def rank() -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m flows.train_worker <launch_dir>  (started by flows.launch)", file=sys.stderr)
+        print(
+            "usage: python -m flows.distributed.worker <launch_dir>  (started by flows.distributed.launch)",
+            file=sys.stderr,
+        )
         return 2
     launch_dir = args[0]
     with open(os.path.join(launch_dir, JOB_FILE), encoding="utf-8") as fh:

@@ -1,7 +1,7 @@
-"""Hand-written fragments that `make_sentiment` composes into short reviews.
+"""Hand-written fragments that `tools.sentiment.generate` composes into short reviews.
 
 Every string here was written for this project. Fragments are grouped by domain (what is reviewed)
-and by polarity; the composer in `make_sentiment.py` decides how they combine and which label the
+and by polarity; the composer in `generate.py` decides how they combine and which label the
 whole review gets. Placeholders filled by the composer:
 
 - ``{be}`` / ``{benot}``: the copula in the domain's tense and the aspect's number
@@ -10,14 +10,14 @@ whole review gets. Placeholders filled by the composer:
 - ``{subj}``: the thing reviewed ("the film"); ``{ref}``: something it is compared with;
   ``{again}``: the domain's "do it again" verb phrase ("go back", "watch it again").
 
-Phrases that fit every domain are here; the domains themselves are in `sentiment_domains.py`
-(film, restaurant, hotel, and the `Aspect` / `Domain` types) and `sentiment_products.py`.
+Phrases that fit every domain are here; the domains themselves are in `domains.py`
+(film, restaurant, hotel, and the `Aspect` / `Domain` types) and `products.py`.
 """
 
 from __future__ import annotations
 
-from flows.data.sentiment_domains import FILM, HOTEL, RESTAURANT, Aspect, Domain
-from flows.data.sentiment_products import APP, ELECTRONICS, HOME
+from tools.sentiment.domains import FILM, HOTEL, RESTAURANT, Aspect, Domain
+from tools.sentiment.products import APP, ELECTRONICS, HOME
 
 __all__ = ["DOMAINS", "Aspect", "Domain"]
 

@@ -3,7 +3,7 @@
 Three processes, all bound to 127.0.0.1, all state under one directory (default `.peftflow/`):
 - the MLflow tracking server (SQLite backend, local artifact store served through the server),
 - the Prefect server (SQLite) with its UI,
-- the deployments of `infra/prefect.yaml`, served by one process (`python -m flows.deployments`), so
+- the deployments of `infra/prefect.yaml`, served by one process (`python -m flows.stack.deployments`), so
   a click on "Run" in the Prefect UI starts a flow run.
 `state.json` records each process's pid and start time; `stop` sends SIGTERM to each process and to
 everything it started (flow runs run in their own sessions), waits, and only then uses SIGKILL.
@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = ".peftflow"
 DEFAULT_SPEC = REPO_ROOT / "infra" / "prefect.yaml"
 HOST = "127.0.0.1"
@@ -152,7 +152,7 @@ def _bin(name: str) -> str:
 
 def _commands(stack: Stack, spec: Path, schedules: bool, training_slots: int) -> dict[str, list[str]]:
     mlflow_dir = stack.home / "mlflow"
-    deployments = [sys.executable, "-m", "flows.deployments", "--spec", str(spec)]
+    deployments = [sys.executable, "-m", "flows.stack.deployments", "--spec", str(spec)]
     deployments += ["--ready-file", str(stack.ready_file.resolve())]
     deployments += ["--training-slots", str(training_slots)] + ([] if schedules else ["--no-schedules"])
     return {

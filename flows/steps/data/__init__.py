@@ -1,0 +1,127 @@
+"""Tokenize step: load a dataset (Hub id or local files), validate it, tokenize it once, cache it.
+
+Output: `cache_dir/<cache_key>/`, a `DatasetDict` saved with `save_to_disk` with splits "train",
+"test" and, when the run has one, "validation", plus `peftflow_meta.json`. The modules:
+
+- `load`: files or Hub / saved datasets, and the train / validation / test splits;
+- `validate`: columns, labels, conversations — every check before any tokenizing;
+- `format`: how one row becomes model input (templates, chat templates, loss masks, truncation),
+  shared with evaluation;
+- `encode`: the batched map functions per task;
+- `cache`: the cache key and the atomic write.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from flows.params import FinetuneParams
+from flows.steps import TokenizedData, file_sha256
+from flows.steps.data import cache, encode, load, validate
+from flows.steps.data.format import RowFormat
+from flows.steps.model import load_tokenizer
+
+SPLITS = ("train", "validation", "test")
+
+
+def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
+    """Tokenize params.data for params.model; reuse `cache_dir/<cache_key>/` when already done."""
+    from datasets import DatasetDict
+
+    d = params.data
+    local = load.local_files(d)
+    # Local files are fingerprinted by their bytes, so a cache hit needs no parsing at all.
+    fingerprint = (
+        cache.digest(*(f"{split}={Path(p).name}:{file_sha256(p)}" for split, p in local.items()))
+        if local
+        else ""
+    )
+    source = ", ".join(f"{split}={os.path.abspath(p)}" for split, p in local.items())
+    key = cache.cache_key(params, fingerprint) if local else ""
+    if local and (hit := cache.cached(cache_dir, key)):
+        return hit
+    os.makedirs(cache_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=cache_dir) as work:
+        raw = load.load_local(local, d, os.path.join(work, "raw")) if local else load.load_hub(d)
+        if not local:  # Hub datasets: the revision and the datasets fingerprints of what was loaded
+            fingerprint = cache.digest(
+                d.dataset, d.config_name, d.revision, *(s._fingerprint for s in raw.values())
+            )
+            source = f"{d.dataset}{'/' + d.config_name if d.config_name else ''}@{d.revision or 'main'}"
+            key = cache.cache_key(params, fingerprint)
+            if hit := cache.cached(cache_dir, key):
+                return hit
+        splits = load.select_splits(raw, d, params.train.seed, source)
+        label_names = validate.validate(splits, params)
+        tokenizer = load_tokenizer(params)
+        if params.model.task in ("causal_lm", "seq2seq_lm"):
+            RowFormat(params, tokenizer)  # a missing chat template fails here, before any tokenizing
+            splits = {name: _class_names_as_text(split, params) for name, split in splits.items()}
+        counts: Counter[tuple[str, str]] = Counter()
+        encoded = {
+            name: split.map(
+                encode.encoder(params, tokenizer, label_names, name, counts),
+                batched=True,
+                with_indices=True,
+                remove_columns=split.column_names,
+                cache_file_name=os.path.join(work, f"map-{name}.arrow"),
+                load_from_cache_file=False,
+                new_fingerprint=cache.digest(key, name)[:16],  # skips hashing the tokenizer
+                desc=f"Tokenizing {name}",
+            )
+            for name, split in splits.items()
+        }
+        for name, split in encoded.items():
+            if len(split) == 0:
+                raise ValueError(
+                    f"every row of the {name} split was dropped by data.truncation="
+                    f"{d.truncation or 'the default'} (max_length={d.max_length}): raise data.max_length "
+                    "or choose truncation left/right"
+                )
+        meta = {
+            "fingerprint": fingerprint,
+            "cache_key": key,
+            "task": params.model.task,
+            "label_names": label_names,
+            "num_train": len(encoded["train"]),
+            "num_validation": len(encoded["validation"]) if "validation" in encoded else 0,
+            "num_test": len(encoded["test"]),
+            # unpadded, so every token is a real one
+            "num_train_tokens": _count_tokens(encoded["train"].with_format("arrow")["input_ids"]),
+            "source": source,
+            "truncation": {
+                name: {status: counts[(name, status)] for status in ("truncated", "dropped")}
+                for name in encoded
+            },
+        }
+        staged = os.path.join(work, "out")
+        DatasetDict(encoded).save_to_disk(staged)
+        return cache.publish(staged, cache_dir, key, meta)
+
+
+def _class_names_as_text(split: Any, params: FinetuneParams) -> Any:
+    """A ClassLabel column that a generative run reads as text becomes its class names ("positive",
+    not 2): targets and templates see names."""
+    from datasets import ClassLabel, Value
+
+    columns = [c for _, c in validate.needed_columns(params) if isinstance(split.features.get(c), ClassLabel)]
+    for column in columns:
+        feature, features = split.features[column], split.features.copy()
+        features[column] = Value("string")
+        split = split.map(
+            lambda batch, c=column, f=feature: {c: f.int2str(batch[c])},
+            batched=True,
+            features=features,
+            desc=f"Class names of {column}",
+        )
+    return split
+
+
+def _count_tokens(column: Any) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.list_value_length(column)).as_py() or 0)

@@ -1,0 +1,164 @@
+"""What the train step hands the transformers `Trainer`: batch collators, packing, the LM loss.
+
+**Loss of generative tasks.** The mean over *target tokens* of the whole optimizer step: every
+micro-batch of a gradient-accumulation step, on every rank, divided by one count of target tokens
+
+    loss = Σ_micro-batches Σ_target tokens  -log p(token)  /  N_targets(step)
+
+so accumulation 4 × batch 2 is the same update as batch 8, whatever the completion lengths (the
+Trainer's default, a mean per micro-batch averaged over micro-batches, weights a short completion's
+tokens more). `TokenMeanTrainer.get_batch_samples` counts the targets of the step (gathered over
+ranks); `compute_loss` divides each micro-batch's summed loss by that count.
+
+**Packing** (`data.packing`). `PackingCollator` joins a batch's examples into one row without
+padding: position ids restart at 0 for each example, so the model's attention keeps examples apart
+(transformers builds a block-diagonal causal mask from the position ids when no attention mask is
+given), and the first token of each example is no target, so no example predicts its neighbour's
+first token. The loss is then the same as the unpacked batch's. `check_packing` proves this for the
+loaded model before training: an architecture that ignores position ids for masking is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+IGNORE = -100
+
+
+def data_collator(task: str, tokenizer: Any, model: Any, packing: bool = False) -> Any:
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        DataCollatorForTokenClassification,
+        DataCollatorWithPadding,
+    )
+
+    if task == "seq_cls":
+        return DataCollatorWithPadding(tokenizer)
+    if task == "token_cls":
+        return DataCollatorForTokenClassification(tokenizer)
+    if packing:
+        return PackingCollator()
+    # Causal and seq2seq: pad inputs with the pad token and labels with -100 (ignored by the loss).
+    return DataCollatorForSeq2Seq(
+        tokenizer, model=model if task == "seq2seq_lm" else None, label_pad_token_id=IGNORE
+    )
+
+
+class PackingCollator:
+    """A batch of causal-LM examples as one padding-free row with restarting position ids."""
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for feature in features:
+            row = list(feature["input_ids"])
+            ids += row
+            labels += [IGNORE, *list(feature["labels"])[1:]]  # the first token follows another example
+            positions += range(len(row))
+        return {
+            "input_ids": torch.tensor([ids]),
+            "labels": torch.tensor([labels]),
+            "position_ids": torch.tensor([positions]),
+        }
+
+
+def check_packing(model: Any, tolerance: float = 1e-4) -> None:
+    """Refuse packing for a model whose attention crosses packed examples (compared on two rows)."""
+    first, second = torch.arange(3, 8), torch.arange(9, 16)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            alone = [
+                model(input_ids=row[None].to(device), use_cache=False).logits[0].float()
+                for row in (first, second)
+            ]
+            packed = PackingCollator()(
+                [{"input_ids": first, "labels": first}, {"input_ids": second, "labels": second}]
+            )
+            joined = (
+                model(
+                    input_ids=packed["input_ids"].to(device),
+                    position_ids=packed["position_ids"].to(device),
+                    use_cache=False,
+                )
+                .logits[0]
+                .float()
+            )
+    finally:
+        model.train(was_training)
+    gap = (joined - torch.cat(alone)).abs().max().item()
+    scale = max(torch.cat(alone).abs().max().item(), 1.0)
+    if gap > tolerance * scale:
+        name = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise ValueError(
+            f"data.packing: this model ({name}) lets packed examples attend to each other (logits differ by "
+            f"{gap:.3g} from the examples run alone), so packing would corrupt training; set data.packing=false"
+        )
+
+
+def target_tokens(labels: torch.Tensor, shift: bool) -> torch.Tensor:
+    """How many positions of `labels` the loss counts (causal LMs predict labels[1:])."""
+    return (labels[..., 1:] if shift else labels).ne(IGNORE).sum()
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, shift: bool) -> torch.Tensor:
+    """Summed cross-entropy over the target tokens (fp32 whatever the logits' dtype)."""
+    if shift:
+        logits, labels = logits[..., :-1, :], labels[..., 1:]
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1).to(logits.device),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+
+
+class TokenMeanTrainer(Trainer):
+    """A `Trainer` whose generative loss is the mean over the target tokens of each optimizer step."""
+
+    # compute_loss below divides by the step's token count: no further division by accumulation steps.
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args: Any, causal: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.causal = causal
+        # Never pass num_items_in_batch into the model (our loss uses it), nor let the Trainer rescale.
+        self.model_accepts_loss_kwargs = False
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list[Any], Any]:
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        count = sum(
+            (target_tokens(b["labels"], self.causal) for b in batches if "labels" in b), torch.tensor(0)
+        )
+        count = count.to(device)
+        if self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return batches, count
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        labels = inputs["labels"]
+        if self.causal:  # no cache: a training pass needs none, and packing needs its absence
+            inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            outputs = model(**inputs, use_cache=False)
+        else:  # seq2seq models derive decoder inputs from the labels
+            outputs = model(**inputs)
+        total = token_loss_sum(outputs.logits, labels, self.causal)
+        if num_items_in_batch is None:  # evaluation: this batch's own mean
+            loss = total / target_tokens(labels, self.causal).clamp(min=1)
+        else:
+            # DDP averages gradients over ranks; the count is already the global one.
+            loss = total / torch.as_tensor(num_items_in_batch).clamp(min=1) * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss

@@ -1,0 +1,1 @@
+"""Developer tools: code that builds shipped assets, outside the runtime packages."""

@@ -1,0 +1,1 @@
+"""The generator of the quickstart's sentiment reviews (`python -m tools.sentiment.generate`)."""
