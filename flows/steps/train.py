@@ -6,8 +6,14 @@
   base model's Hub id as `base_model_name_or_path`; a local base without `model.hub_id` is recorded
   by its local path, as `save_pretrained` does, which the publish step refuses) and the checkpoints
   are removed, so a rerun of a finished run trains afresh instead of silently reusing the old result.
-- `on_log(step, logs)` receives every Trainer log (train loss, eval metrics) as it happens; the flow
-  uses it to stream metrics to MLflow without this module knowing about MLflow.
+- Evaluations during training (`train.eval_every`) read the validation split only, and are named
+  `val_<metric>` / `val_loss`; without a validation split there are none. Early stopping and
+  `load_best_model_at_end` follow `train.metric_for_best_model` on it, and refuse to start without it
+  (`check_selection`). The test split is never seen here.
+- Generative tasks train with `TokenMeanTrainer` (flows.steps.trainer): the loss is the mean over
+  the target tokens of each optimizer step; `data.packing` packs batches (checked on the model first).
+- `on_log(step, logs)` receives every Trainer log (train loss, validation metrics) as it happens; the
+  flow uses it to stream metrics to MLflow without this module knowing about MLflow.
 - Under `accelerate launch` (DDP, one process per device; see flows.distributed.launch) every rank runs this same
   function. Only the world's process zero forwards logs, saves the adapter and removes the checkpoints;
   the figures it returns are rank 0's (the logged losses are already averaged over ranks by the Trainer).

@@ -10,12 +10,13 @@ Trainer's default, a mean per micro-batch averaged over micro-batches, weights a
 tokens more). `TokenMeanTrainer.get_batch_samples` counts the targets of the step (gathered over
 ranks); `compute_loss` divides each micro-batch's summed loss by that count.
 
-**Packing** (`data.packing`). `PackingCollator` joins a batch's examples into one row without
-padding: position ids restart at 0 for each example, so the model's attention keeps examples apart
-(transformers builds a block-diagonal causal mask from the position ids when no attention mask is
-given), and the first token of each example is no target, so no example predicts its neighbour's
-first token. The loss is then the same as the unpacked batch's. `check_packing` proves this for the
-loaded model before training: an architecture that ignores position ids for masking is refused.
+**Packing** (`data.packing`). `PackingCollator` joins a batch's examples into a few rows, each no
+longer than the batch's longest example: position ids restart at 0 for each example, so the model's
+attention keeps examples apart (transformers builds a block-diagonal causal mask from the position
+ids when no attention mask is given), and the first token of each example is no target, so no
+example predicts its neighbour's first token. The loss is then the same as the unpacked batch's.
+`check_packing` proves this for the loaded model before training: an architecture that ignores
+position ids for masking is refused.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def data_collator(task: str, tokenizer: Any, model: Any, packing: bool = False) 
     if task == "token_cls":
         return DataCollatorForTokenClassification(tokenizer)
     if packing:
-        return PackingCollator()
+        return PackingCollator(tokenizer.pad_token_id or 0)
     # Causal and seq2seq: pad inputs with the pad token and labels with -100 (ignored by the loss).
     return DataCollatorForSeq2Seq(
         tokenizer, model=model if task == "seq2seq_lm" else None, label_pad_token_id=IGNORE
@@ -49,22 +50,46 @@ def data_collator(task: str, tokenizer: Any, model: Any, packing: bool = False) 
 
 
 class PackingCollator:
-    """A batch of causal-LM examples as one padding-free row with restarting position ids."""
+    """A batch of causal-LM examples packed into as few rows as possible, position ids restarting.
+
+    Rows hold at most as many tokens as the batch's longest example, filled best-fit decreasing:
+    padding is left only at the end of some rows (each of those tails is a sequence of its own,
+    unlabelled). Capping rows keeps attention, quadratic in the row length where the attention
+    kernel sees a dense block-diagonal mask, no dearer than the padded batch's.
+    """
+
+    def __init__(self, pad_token_id: int = 0) -> None:
+        self.pad_token_id = pad_token_id
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        for feature in features:
-            row = list(feature["input_ids"])
-            ids += row
-            labels += [IGNORE, *list(feature["labels"])[1:]]  # the first token follows another example
-            positions += range(len(row))
-        return {
-            "input_ids": torch.tensor([ids]),
-            "labels": torch.tensor([labels]),
-            "position_ids": torch.tensor([positions]),
-        }
+        examples = [(list(f["input_ids"]), list(f["labels"])) for f in features]
+        capacity = max(len(ids) for ids, _ in examples)
+        rows: list[list[tuple[list[int], list[int]]]] = []
+        room: list[int] = []
+        for ids, labels in sorted(examples, key=lambda e: -len(e[0])):
+            fits = [i for i, free in enumerate(room) if free >= len(ids)]
+            if fits:
+                best = min(fits, key=lambda i: room[i])
+                rows[best].append((ids, labels))
+                room[best] -= len(ids)
+            else:
+                rows.append([(ids, labels)])
+                room.append(capacity - len(ids))
+        width = max(capacity - free for free in room)
+        out: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}
+        for row in rows:
+            row_ids: list[int] = []
+            row_labels: list[int] = []
+            positions: list[int] = []
+            for example_ids, example_labels in row:
+                row_ids += example_ids
+                row_labels += [IGNORE, *example_labels[1:]]  # the first token follows another example
+                positions += range(len(example_ids))
+            tail = width - len(row_ids)
+            out["input_ids"].append(row_ids + [self.pad_token_id] * tail)
+            out["labels"].append(row_labels + [IGNORE] * tail)
+            out["position_ids"].append(positions + list(range(tail)))
+        return {key: torch.tensor(value) for key, value in out.items()}
 
 
 def check_packing(model: Any, tolerance: float = 1e-4) -> None:
@@ -79,13 +104,12 @@ def check_packing(model: Any, tolerance: float = 1e-4) -> None:
                 model(input_ids=row[None].to(device), use_cache=False).logits[0].float()
                 for row in (first, second)
             ]
-            packed = PackingCollator()(
-                [{"input_ids": first, "labels": first}, {"input_ids": second, "labels": second}]
-            )
             joined = (
                 model(
-                    input_ids=packed["input_ids"].to(device),
-                    position_ids=packed["position_ids"].to(device),
+                    input_ids=torch.cat([first, second])[None].to(device),
+                    position_ids=torch.cat([torch.arange(len(first)), torch.arange(len(second))])[None].to(
+                        device
+                    ),
                     use_cache=False,
                 )
                 .logits[0]

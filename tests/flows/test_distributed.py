@@ -132,6 +132,53 @@ def test_two_gloo_processes_train_and_track_like_one(mlflow_store: Any, tmp_path
     assert runs[1].data.metrics["train_runtime_s"] > 0 and runs[1].data.metrics["peak_memory_mb"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_token_mean_loss_is_global_across_processes(mlflow_store: Any, tmp_path: Path) -> None:
+    """A causal LM whose completions differ in length: 2 processes × batch 2 × accumulation 2 must make
+    the update of 1 process × batch 8, which needs one target-token count over both ranks."""
+    model = fixtures.model_dir(tmp_path / "models", "chat")  # Qwen2, no dropout
+    rows = [{"prompt": f"item {i}:", "completion": "ab " * (1 + i % 7)} for i in range(24)]
+    fixtures.write_jsonl(tmp_path / "train.jsonl", rows)
+    fixtures.write_jsonl(tmp_path / "test.jsonl", rows[:4])
+
+    def params(**train: Any) -> FinetuneParams:
+        return FinetuneParams.model_validate(
+            {
+                "model": {"name_or_path": model, "task": "causal_lm", "dtype": "float32"},
+                "data": {
+                    "train_file": str(tmp_path / "train.jsonl"),
+                    "test_file": str(tmp_path / "test.jsonl"),
+                    "format": "completion",
+                },
+                "peft": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
+                "train": {"max_steps": 3, "learning_rate": 5e-3, "logging_steps": 1, **train},
+                "eval": {"metrics": ["exact_match"], "max_new_tokens": 2},
+                "tracking": {"experiment": "distributed-lm"},
+                "output_dir": str(tmp_path / "out"),
+            }
+        )
+
+    single = finetune(params(batch_size=8))
+    ddp = finetune(
+        params(
+            batch_size=2,
+            gradient_accumulation_steps=2,
+            launcher="accelerate",
+            num_processes=2,
+            accelerate_config=str(CONFIGS / "cpu-gloo.yaml"),
+        )
+    )
+    weights = [
+        safetensors.torch.load_file(os.path.join(s["adapter_dir"], "adapter_model.safetensors"))
+        for s in (single, ddp)
+    ]
+    for key, value in weights[0].items():
+        assert (value - weights[1][key]).abs().max().item() <= ADAPTER_ATOL, key
+    losses = [[v for _, v in _history(mlflow_store, s["run_id"], "train_loss")] for s in (single, ddp)]
+    assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], abs=LOSS_ATOL)
+
+
 def test_failing_launch_raises_with_the_end_of_its_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -469,3 +469,68 @@ def test_unreachable_tracking_server_fails_fast(
     # Refused at once, not after MLflow's HTTP retries (minutes).
     assert time.perf_counter() - start < 15
     _assert_no_trace(client, tmp_path / "out")
+
+
+# -- chat --------------------------------------------------------------------------------------------
+def _conversation(i: int, long: bool = False) -> dict[str, Any]:
+    question = f"what is {i} plus {i}?" + (" please explain in detail" * 12 if long else "")
+    return {
+        "messages": [
+            {"role": "system", "content": "answer with the number only"},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": str(2 * i)},
+            {"role": "user", "content": "and twice that?"},
+            {"role": "assistant", "content": str(4 * i)},
+        ]
+    }
+
+
+def test_chat_run_is_tracked_end_to_end(mlflow_store: Any, tmp_path: Path) -> None:
+    chat = fixtures.model_dir(tmp_path / "models", "chat")
+    rows = [_conversation(i, long=i % 5 == 0) for i in range(30)]
+    train = fixtures.write_jsonl(tmp_path / "chats.jsonl", rows)
+    test = fixtures.write_jsonl(tmp_path / "test.jsonl", [_conversation(i) for i in range(40, 46)])
+    params = FinetuneParams.model_validate(
+        {
+            "model": {"name_or_path": chat, "task": "causal_lm", "dtype": "float32"},
+            "data": {
+                "train_file": train,
+                "test_file": test,
+                "validation_fraction": 0.2,
+                "format": "chat",
+                "max_length": 256,  # the long conversations lose their start (truncation: left)
+                "packing": True,
+            },
+            "peft": {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"},
+            "train": {
+                "max_steps": 4,
+                "batch_size": 4,
+                "logging_steps": 1,
+                "eval_every": "steps",
+                "eval_steps": 2,
+            },
+            "eval": {"metrics": ["exact_match", "perplexity"], "max_new_tokens": 4},
+            "tracking": {"experiment": "chat"},
+            "output_dir": str(tmp_path / "out"),
+        }
+    )
+    summary = finetune(params, baseline=True)
+    run = mlflow_store.get_run(summary["run_id"])
+    metrics = run.data.metrics
+    assert {"val_loss", "eval_exact_match", "eval_perplexity", "val_exact_match", "val_perplexity"} <= set(
+        metrics
+    )
+    assert [m.step for m in mlflow_store.get_metric_history(run.info.run_id, "val_loss")] == [2, 4]
+    # 6 of the 30 training conversations (ids 0, 5, ..., 25) are too long; where they land (train or
+    # validation) depends on the seeded carve, the total does not.
+    assert metrics["data_truncated_rows"] == 6 and metrics["data_dropped_rows"] == 0
+    assert json.loads(run.data.tags["dataset.truncation"])["test"] == {"truncated": 0, "dropped": 0}
+    # Every test conversation is scored on its last answer, generated from the turns before it.
+    recorded = json.loads(
+        _download(mlflow_store, run.info.run_id, "eval_predictions.json", tmp_path / "dl").read_text()
+    )
+    assert recorded["columns"] == ["input", "reference", "prediction", "correct", "baseline_prediction"]
+    table = [dict(zip(recorded["columns"], row, strict=True)) for row in recorded["data"]]
+    assert [row["reference"] for row in table] == [str(4 * i) for i in range(40, 46)]
+    assert all(row["input"].endswith("and twice that?<|im_end|>\n<|im_start|>assistant\n") for row in table)
+    assert metrics["eval_perplexity"] > 1.0

@@ -60,9 +60,9 @@ def test_a_packed_batch_has_the_loss_of_the_same_examples_unpacked(arch: str) ->
     tokenizer = fixtures.bytelevel_tokenizer()
     tokenizer.pad_token = tokenizer.eos_token
     padded = data_collator("causal_lm", tokenizer, model)([dict(e) for e in examples])
-    packed = PackingCollator()([dict(e) for e in examples])
-    assert packed["input_ids"].shape == (1, sum(len(e["input_ids"]) for e in examples))  # no padding
-    assert padded["input_ids"].numel() > packed["input_ids"].numel()
+    packed = PackingCollator(tokenizer.pad_token_id)([dict(e) for e in examples])
+    assert packed["input_ids"].shape[0] < len(examples)  # fewer rows...
+    assert padded["input_ids"].numel() > packed["input_ids"].numel()  # ...and less padding
     with torch.no_grad():
         logits = model(**padded).logits
         unpacked_loss = token_loss_sum(logits, padded["labels"], True) / target_tokens(padded["labels"], True)
@@ -72,6 +72,29 @@ def test_a_packed_batch_has_the_loss_of_the_same_examples_unpacked(arch: str) ->
     assert target_tokens(packed["labels"], True) == target_tokens(padded["labels"], True)
     assert abs(packed_loss.item() - unpacked_loss.item()) < 1e-5
     check_packing(model)  # and the probe the train step runs agrees
+
+
+def test_packed_rows_restart_positions_and_pad_only_their_ends() -> None:
+    examples = [
+        {"input_ids": [5, 6, 7, 8, 9, 10], "labels": [-100, -100, 7, 8, 9, 10]},
+        {"input_ids": [11, 12, 13], "labels": [-100, 12, 13]},
+        {"input_ids": [14, 15], "labels": [14, 15]},
+        {"input_ids": [16, 17, 18, 19], "labels": [-100, 17, 18, 19]},
+    ]
+    batch = PackingCollator(pad_token_id=0)(examples)
+    # Best-fit decreasing into rows of at most 6 tokens (the longest example): [6], [4 + 2], [3].
+    assert batch["input_ids"].tolist() == [
+        [5, 6, 7, 8, 9, 10],
+        [16, 17, 18, 19, 14, 15],
+        [11, 12, 13, 0, 0, 0],
+    ]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 1, 2]]
+    # The first token of every example is no target (it would be predicted from another example).
+    assert batch["labels"].tolist() == [
+        [-100, -100, 7, 8, 9, 10],
+        [-100, 17, 18, 19, -100, 15],
+        [-100, 12, 13, -100, -100, -100],
+    ]
 
 
 def test_packing_is_refused_for_a_model_whose_attention_crosses_examples() -> None:
