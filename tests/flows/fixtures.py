@@ -273,3 +273,93 @@ def write_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> 
     """Write `records` as JSON lines and return the path as a string."""
     Path(path).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return str(path)
+
+
+# -- stand-ins for the recipes in configs/ ----------------------------------------------------------
+# Tiny models of the families the recipes name, with tokenizers that behave like theirs where the
+# pipeline can tell the difference (what they put before text, how they end it, the chat template).
+
+# A ChatML template in the manner of Qwen2.5-Instruct's: a conversation without a system turn gets a
+# default one, so every rendering starts with a system turn. (Written here; not Qwen's text.)
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+QWEN_STYLE_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' }}"
+    "{% endif %}" + CHAT_TEMPLATE
+)
+
+
+def mt5_tokenizer(words: list[str]) -> Any:
+    """An mT5-style tokenizer (Metaspace Unigram, `<pad>`=0, `</s>`=1, `<unk>`=2, `</s>` appended)
+    whose whole-word pieces are the corpus words plus `words`, so e.g. class names a recipe
+    generates are one piece each, as sentencepiece makes common words."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = ["▁", *_ALPHABET, *(f"▁{c}" for c in _ALPHABET)]
+    whole = sorted({f"▁{w.lower()}" for w in [*_words(), *words]} - set(chars))
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *((c, -10.0) for c in chars)]
+    vocab += [(w, -1.0) for w in whole]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        model_max_length=MAX_POSITIONS,
+    )  # fmt: skip
+
+
+def opt_tokenizer() -> Any:
+    """An OPT-style byte-level tokenizer: `</s>` is bos and eos and is put before every text (as
+    OPT's tokenizer does), `<pad>` pads. One token per byte, no merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", *sorted(pre_tokenizers.ByteLevel.alphabet())]
+    tok = Tokenizer(models.BPE({p: i for i, p in enumerate(pieces)}, []))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(
+        single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        model_max_length=4 * MAX_POSITIONS,
+    )  # fmt: skip
+
+
+def family_model(family: str, tokenizer: Any, seed: int = 0) -> Any:
+    """A tiny model of `family` ("mt5", "opt" or "qwen2") sized to `tokenizer` (fixed seed)."""
+    import transformers as tf
+
+    if family == "qwen2":
+        return tiny_model("chat", tokenizer, seed)
+    torch.manual_seed(seed)
+    vocab = len(tokenizer)
+    if family == "mt5":
+        cfg: Any = tf.MT5Config(
+            vocab_size=vocab, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, num_decoder_layers=2,
+            feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        return tf.MT5ForConditionalGeneration(cfg)
+    if family == "opt":
+        cfg = tf.OPTConfig(
+            vocab_size=vocab, hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+            word_embed_proj_dim=32, max_position_embeddings=4 * MAX_POSITIONS,
+            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        return tf.OPTForCausalLM(cfg)
+    raise ValueError(f"family={family!r}: use mt5, opt or qwen2")
+
+
+def family_model_dir(root: str | os.PathLike[str], family: str, tokenizer: Any, seed: int = 0) -> str:
+    """Write `tokenizer` and a tiny `family` model into `root/<family>`; return that directory."""
+    out = Path(root) / family
+    tokenizer.save_pretrained(out)
+    family_model(family, tokenizer, seed).save_pretrained(out)
+    return str(out)
