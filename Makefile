@@ -56,6 +56,7 @@ check: lint typecheck test
 bench: setup
 	$(PY) bench/lora_step.py
 	HF_HUB_OFFLINE=1 $(PY) bench/pipeline.py
+	$(PY) bench/packing.py
 
 # The local stack on 127.0.0.1: Prefect server + UI (:4200), MLflow server + UI (:5000), the deployments.
 # Options go through SERVE_ARGS, e.g. make serve SERVE_ARGS="--no-schedules"; PEFTFLOW_HOME,

@@ -198,6 +198,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"adapter         : {summary['adapter_dir']}  (sha256 {summary['adapter_sha256'][:12]}…)")
     print(f"trainable       : {summary['trainable_percent']:.4f}% of parameters")
     print(f"train time      : {summary['train_runtime_s']:.1f}s")
+    if summary.get("data_truncation"):
+        print(f"over max_length : {summary['data_truncation']}")
+    for name, value in sorted(summary.get("val_metrics", {}).items()):
+        print(f"val {name:<12}: {value:.4f}   (validation: what selection reads)")
     for name, value in sorted(summary["metrics"].items()):
         before = summary["baseline_metrics"].get(name)
         extra = f"   (untrained: {before:.4f})" if before is not None else ""

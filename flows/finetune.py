@@ -161,6 +161,7 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
         "train_runtime_s": trained.train_runtime_s,
         "dataset_fingerprint": data.fingerprint,
         "data_cached": data.cached,
+        "data_truncation": truncation_summary(data),
         "mlflow_url": tracker.url(),
     }
     run_artifacts(summary, result.predictions[: params.eval.num_logged_predictions])

@@ -52,6 +52,9 @@ class DataParams(_Strict):
     dataset: str | None = Field(None, description="Hub dataset id (or a local dataset directory)")
     config_name: str | None = Field(None, description="Dataset configuration name")
     revision: str | None = Field(None, description="Dataset revision on the Hub")
+    data_dir: str | None = Field(
+        None, description="Folder of the Hub dataset repo to read, e.g. one config of a parquet export"
+    )
     train_file: str | None = Field(None, description="Local train file: .json, .jsonl, .csv or .parquet")
     validation_file: str | None = Field(None, description="Local validation file (model selection)")
     test_file: str | None = Field(None, description="Local test file (else test_fraction of the train data)")

@@ -346,7 +346,9 @@ def _dataset_source(params: FinetuneParams) -> Any:
     if d.dataset is not None:
         from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
-        return HuggingFaceDatasetSource(path=d.dataset, config_name=d.config_name, revision=d.revision)
+        return HuggingFaceDatasetSource(
+            path=d.dataset, config_name=d.config_name, data_dir=d.data_dir, revision=d.revision
+        )
     from mlflow.data.dataset_source_registry import resolve_dataset_source
 
     return resolve_dataset_source(os.path.abspath(d.train_file or "."))

@@ -100,6 +100,9 @@ def test_run_prints_the_run_id_metrics_and_how_to_open_the_ui(cli: SimpleNamespa
     for name in ("accuracy", "f1"):
         value = run.data.metrics[f"eval_{name}"]
         assert re.search(rf"^eval {name}\s*: {value:.4f}$", stdout, re.M), stdout
+        value = run.data.metrics[f"val_{name}"]
+        assert re.search(rf"^val {name}\s*: {value:.4f}   \(validation", stdout, re.M), stdout
+    assert re.search(r"^over max_length : train 0 truncated, 0 dropped; validation 0", stdout, re.M), stdout
     assert f"{run.data.metrics['trainable_percent']:.4f}% of parameters" in stdout
     assert run.data.tags["adapter.sha256"][:12] in stdout
     uri = f"sqlite:///{cli.root / 'mlflow.db'}"

@@ -11,7 +11,7 @@ without a stand-in fails here.
 
 | recipe's dataset (see each recipe's header)           | stand-in columns and splits                  |
 |-------------------------------------------------------|----------------------------------------------|
-| ghbacct/financial-phrasebank-all-agree-classification | text, label (ClassLabel); train, test        |
+| takala/financial_phrasebank (parquet export)          | sentence, label (ClassLabel); train          |
 | tatsu-lab/alpaca                                      | instruction, input ("" in half the rows),    |
 |                                                       | output, text; train                          |
 | HuggingFaceH4/no_robots                               | prompt, prompt_id, messages [{content, role}] |
@@ -64,18 +64,15 @@ SENTENCES = [
 
 
 def phrasebank() -> DatasetDict:
-    """Financial PhraseBank (sentences_allagree, as the recipe reads it): `text` and a ClassLabel
-    `label`; a train and a test split. One sentence is over max_length (128)."""
-    features = Features({"text": Value("string"), "label": ClassLabel(names=CLASS_NAMES)})
-    train = [*SENTENCES, *SENTENCES[::-1]]
-    train.append((" ".join(["profit"] * 140), 2))  # 140 tokens: cut by truncation=right
-
-    def split(rows: list[tuple[str, int]]) -> Dataset:
-        return Dataset.from_dict(
-            {"text": [t for t, _ in rows], "label": [label for _, label in rows]}, features=features
-        )
-
-    return DatasetDict({"train": split(train), "test": split(SENTENCES[:6])})
+    """Financial PhraseBank (sentences_allagree, as the recipe reads it): `sentence` and a ClassLabel
+    `label`; one train split. One sentence is over max_length (128)."""
+    features = Features({"sentence": Value("string"), "label": ClassLabel(names=CLASS_NAMES)})
+    rows = [*SENTENCES, *SENTENCES[::-1], *SENTENCES]
+    rows.append((" ".join(["profit"] * 140), 2))  # 140 tokens: cut by truncation=right
+    split = Dataset.from_dict(
+        {"sentence": [t for t, _ in rows], "label": [label for _, label in rows]}, features=features
+    )
+    return DatasetDict({"train": split})
 
 
 def alpaca() -> DatasetDict:
@@ -160,7 +157,7 @@ class StandIn:
 
 
 DATASETS = {
-    "ghbacct/financial-phrasebank-all-agree-classification": StandIn(phrasebank, truncated=1, dropped=0),
+    "takala/financial_phrasebank": StandIn(phrasebank, truncated=1, dropped=0),
     "tatsu-lab/alpaca": StandIn(alpaca, truncated=0, dropped=1),
     "HuggingFaceH4/no_robots": StandIn(no_robots, truncated=0, dropped=1),
 }
@@ -213,7 +210,12 @@ def offline_params(recipe: Path, root: Path, stand_ins: dict[str, str]) -> Finet
     if raw["model"]["name_or_path"] in MODELS:
         overrides.append(f"model.name_or_path={stand_ins[raw['model']['name_or_path']]}")
     if data.get("dataset") in DATASETS:
-        overrides += [f"data.dataset={stand_ins[data['dataset']]}", "data.config_name=", "data.revision="]
+        overrides += [
+            f"data.dataset={stand_ins[data['dataset']]}",
+            "data.config_name=",
+            "data.revision=",
+            "data.data_dir=",
+        ]
     for field in ("train_file", "validation_file", "test_file"):
         if data.get(field):
             overrides.append(f"data.{field}={REPO_ROOT / data[field]}")
@@ -240,7 +242,7 @@ def test_recipe_parses_and_every_hub_input_has_a_stand_in(recipe: Path) -> None:
 
 
 def test_the_stand_ins_keep_the_features_the_recipes_depend_on() -> None:
-    label = phrasebank()["test"].features["label"]
+    label = phrasebank()["train"].features["label"]
     assert isinstance(label, ClassLabel) and label.names == CLASS_NAMES
     inputs = alpaca()["train"]["input"]
     assert "" in inputs and any(inputs)
@@ -280,8 +282,9 @@ def _spans(ids: list[int], labels: list[int]) -> tuple[list[list[int]], list[int
 
 def _check_phrasebank(params: FinetuneParams, splits: Any, table: list[dict[str, str]]) -> None:
     # ClassLabel targets are learned and scored as their names, not as ids.
-    names = [CLASS_NAMES[label] for _, label in SENTENCES[:6]]
-    assert splits["test"]["reference"] == names
+    by_sentence = {sentence: CLASS_NAMES[label] for sentence, label in SENTENCES}
+    names = [by_sentence[prompt] for prompt in splits["test"]["prompt"]]
+    assert splits["test"]["reference"] == names and names
     assert [row["reference"] for row in table] == names
     tok = load_tokenizer(params)
     assert {tok.decode(labels, skip_special_tokens=True) for labels in splits["train"]["labels"]} == set(
@@ -342,7 +345,7 @@ def _check_quickstart(params: FinetuneParams, splits: Any, table: list[dict[str,
 
 
 CHECKS = {
-    "ghbacct/financial-phrasebank-all-agree-classification": _check_phrasebank,
+    "takala/financial_phrasebank": _check_phrasebank,
     "tatsu-lab/alpaca": _check_alpaca,
     "HuggingFaceH4/no_robots": _check_no_robots,
     None: _check_quickstart,

@@ -48,10 +48,16 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=cache_dir) as work:
         raw = load.load_local(local, d, os.path.join(work, "raw")) if local else load.load_hub(d)
         if not local:  # Hub datasets: the revision and the datasets fingerprints of what was loaded
-            fingerprint = cache.digest(
-                d.dataset, d.config_name, d.revision, *(s._fingerprint for s in raw.values())
+            parts = (
+                d.dataset,
+                d.config_name,
+                d.revision,
+                d.data_dir,
+                *(s._fingerprint for s in raw.values()),
             )
-            source = f"{d.dataset}{'/' + d.config_name if d.config_name else ''}@{d.revision or 'main'}"
+            fingerprint = cache.digest(*parts)
+            where = f"/{d.config_name}" if d.config_name else f"/{d.data_dir}" if d.data_dir else ""
+            source = f"{d.dataset}{where}@{d.revision or 'main'}"
             key = cache.cache_key(params, fingerprint)
             if hit := cache.cached(cache_dir, key):
                 return hit

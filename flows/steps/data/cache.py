@@ -23,7 +23,16 @@ FORMAT_VERSION = "2"  # bump when the tokenization changes what it writes
 META = "peftflow_meta.json"
 # Data parameters that do not change the tokenized output: where it comes from (the fingerprint
 # covers the content) and how batches are built from it.
-_NOT_SHAPING = {"dataset", "config_name", "revision", "train_file", "validation_file", "test_file", "packing"}
+_NOT_SHAPING = {
+    "dataset",
+    "config_name",
+    "revision",
+    "data_dir",
+    "train_file",
+    "validation_file",
+    "test_file",
+    "packing",
+}
 
 
 def cache_key(params: FinetuneParams, fingerprint: str) -> str:

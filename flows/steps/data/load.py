@@ -88,11 +88,11 @@ def load_hub(d: DataParams) -> Any:
         if saved:  # a directory written by save_to_disk
             loaded = load_from_disk(d.dataset)
         else:
-            loaded = load_dataset(d.dataset, d.config_name, revision=d.revision)
+            loaded = load_dataset(d.dataset, d.config_name, revision=d.revision, data_dir=d.data_dir)
     except Exception as err:
         raise ValueError(
-            f"data.dataset={d.dataset!r} (config_name={d.config_name!r}, revision={d.revision!r}) could not be "
-            f"loaded: {type(err).__name__}: {err}"
+            f"data.dataset={d.dataset!r} (config_name={d.config_name!r}, revision={d.revision!r}, "
+            f"data_dir={d.data_dir!r}) could not be loaded: {type(err).__name__}: {err}"
         ) from None
     return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
 
@@ -130,7 +130,7 @@ def select_splits(raw: Any, d: DataParams, seed: int, source: str) -> dict[str, 
         )
     elif named:
         out["validation"] = raw[d.validation_split]
-    return out
+    return {name: out[name] for name in ("train", "validation", "test") if name in out}
 
 
 def _carve(train: Any, fraction: float, seed: int, what: str) -> tuple[Any, Any]:
