@@ -222,8 +222,8 @@ def test_configs_load_with_accelerates_own_classes(name: str) -> None:
 
 
 def test_bad_accelerate_config_fails_in_the_preflight(tmp_path: Path) -> None:
-    fixtures.write_jsonl(tmp_path / "train.jsonl", fixtures.rows("seq_cls", 4))
-    fixtures.write_jsonl(tmp_path / "test.jsonl", fixtures.rows("seq_cls", 4))
+    for split in ("train", "validation", "test"):
+        fixtures.write_jsonl(tmp_path / f"{split}.jsonl", fixtures.rows("seq_cls", 4))
 
     def params(config: str, n: int = 2) -> FinetuneParams:
         return _params(tmp_path, launcher="accelerate", num_processes=n, accelerate_config=config)

@@ -266,3 +266,37 @@ def test_a_checkpoint_is_never_resumed_on_other_data(tmp_path: Path, chat_model:
     assert new_dir != old_dir
     result = train(params, new, str(new_dir))
     assert result.resumed_from is None and os.path.isdir(result.adapter_dir)
+
+
+# -- perplexity -------------------------------------------------------------------------------------
+def test_perplexity_is_exp_of_the_mean_loss_over_every_target_token(tmp_path: Path) -> None:
+    import math
+
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM
+
+    from flows.steps.evaluate import score
+
+    model_dir = fixtures.model_dir(tmp_path / "models", "causal_lm")
+    texts = [{"text": "short"}, {"text": "a somewhat longer line of plain text"}, {"text": "mid length text"}]
+    data_file = fixtures.write_jsonl(tmp_path / "lm.jsonl", texts)
+    params = FinetuneParams.model_validate(
+        {
+            "model": {"name_or_path": model_dir, "task": "causal_lm"},
+            "data": {"train_file": data_file, "test_file": data_file, "format": "text"},
+            "train": {"eval_batch_size": 2},  # uneven batches: padding must not count
+            "eval": {"metrics": ["perplexity"]},
+        }
+    )
+    data = tokenize(params, str(tmp_path / "cache"))
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    total, count = 0.0, 0
+    for row in load_from_disk(data.path)["test"]:
+        ids = torch.tensor([row["input_ids"]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1]
+        total += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+        count += ids.shape[1] - 1
+    result = score(params, data, model)
+    assert result.metrics["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
+    assert result.predictions == []  # nothing generated: perplexity reads the model's own losses
