@@ -222,6 +222,14 @@ class TrainParams(_Strict):
             )
         return value
 
+    def selection_features(self) -> list[str]:
+        """The parameters set here that pick a model on the validation split (empty: none)."""
+        features = {
+            "train.early_stopping_patience": self.early_stopping_patience,
+            "train.load_best_model_at_end": self.load_best_model_at_end,
+        }
+        return [name for name, on in features.items() if on]
+
     @model_validator(mode="after")
     def _launch(self) -> TrainParams:
         if self.launcher == "none" and (self.num_processes > 1 or self.accelerate_config):
@@ -373,14 +381,7 @@ class FinetuneParams(_Strict):
             )
         if d.chat_template and fmt != "chat":
             raise ValueError(f"data.chat_template is used by data.format='chat' only (format is {fmt!r})")
-        selecting = [
-            name
-            for name, on in (
-                ("train.early_stopping_patience", t.early_stopping_patience),
-                ("train.load_best_model_at_end", t.load_best_model_at_end),
-            )
-            if on
-        ]
+        selecting = t.selection_features()
         if selecting and t.eval_every == "no":
             raise ValueError(f"{' and '.join(selecting)} need train.eval_every 'epoch' or 'steps'")
         if selecting and d.has_validation_source() is False:

@@ -70,15 +70,7 @@ def classification_metrics(
 
 def check_selection(params: FinetuneParams, data: TokenizedData) -> None:
     """Selection features need the validation split: refuse them before any model loads."""
-    t = params.train
-    selecting = [
-        name
-        for name, on in (
-            ("train.early_stopping_patience", t.early_stopping_patience),
-            ("train.load_best_model_at_end", t.load_best_model_at_end),
-        )
-        if on
-    ]
+    selecting = params.train.selection_features()
     if selecting and data.num_validation == 0:
         raise ValueError(
             f"{' and '.join(selecting)} select on the validation split, and {data.source} has none: set "
@@ -116,7 +108,7 @@ def train(
     t = params.train
     # Evaluations during training read the validation split only; without one there are none.
     evaluating = t.eval_every != "no" and "validation" in splits
-    selecting = bool(t.early_stopping_patience or t.load_best_model_at_end)
+    selecting = bool(t.selection_features())
     args = TrainingArguments(
         output_dir=ckpt_dir,
         num_train_epochs=t.epochs,

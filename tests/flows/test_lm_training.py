@@ -300,3 +300,72 @@ def test_perplexity_is_exp_of_the_mean_loss_over_every_target_token(tmp_path: Pa
     result = score(params, data, model)
     assert result.metrics["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
     assert result.predictions == []  # nothing generated: perplexity reads the model's own losses
+
+
+# -- selection needs the validation split -----------------------------------------------------------------
+def test_selection_without_a_validation_split_is_refused_before_the_model_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.steps.model as model_step
+
+    model_dir = fixtures.model_dir(tmp_path / "models", "seq_cls")
+    rows = Dataset.from_list(fixtures.rows("seq_cls", 8))
+    # A saved (or Hub) dataset may have a validation split: the parameters alone cannot tell...
+    from datasets import DatasetDict
+
+    DatasetDict({"train": rows, "test": rows}).save_to_disk(tmp_path / "no-validation")
+    params = FinetuneParams.model_validate(
+        {
+            "model": {"name_or_path": model_dir},
+            "data": {"dataset": str(tmp_path / "no-validation")},
+            "train": {"load_best_model_at_end": True, "metric_for_best_model": "val_accuracy"},
+        }
+    )
+    data = tokenize(params, str(tmp_path / "cache"))
+    assert data.num_validation == 0
+
+    def must_not_load(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded for a run that cannot select")
+
+    monkeypatch.setattr(model_step, "load_base_model", must_not_load)
+    # ...so the train step refuses once the data shows there is none.
+    with pytest.raises(
+        ValueError, match=r"train\.load_best_model_at_end select on the validation split, and .* has none"
+    ):
+        train(params, data, str(tmp_path / "run"))
+
+
+def test_early_stopping_reads_the_validation_split_not_the_test_split(tmp_path: Path) -> None:
+    model_dir = fixtures.model_dir(tmp_path / "models", "seq_cls")
+    rows = fixtures.rows("seq_cls", 16)
+    flipped = [{**r, "label": "negative" if r["label"] == "positive" else "positive"} for r in rows[:8]]
+    params = FinetuneParams.model_validate(
+        {
+            "model": {"name_or_path": model_dir},
+            "data": {
+                "train_file": fixtures.write_jsonl(tmp_path / "train.jsonl", rows),
+                # Validation disagrees with train: the better the model learns, the worse val_loss gets.
+                "validation_file": fixtures.write_jsonl(tmp_path / "validation.jsonl", flipped),
+                # The test split agrees with train: selecting on it would never stop.
+                "test_file": fixtures.write_jsonl(tmp_path / "test.jsonl", rows[:8]),
+                "label_names": fixtures.LABELS,
+            },
+            "peft": {"r": 4, "lora_dropout": 0.0},
+            "train": {
+                "max_steps": 30,
+                "batch_size": 8,
+                "learning_rate": 5e-2,
+                "eval_every": "steps",
+                "eval_steps": 1,
+                "early_stopping_patience": 2,
+                "logging_steps": 1,
+            },
+        }
+    )
+    data = tokenize(params, str(tmp_path / "cache"))
+    logs: list[tuple[int, dict[str, float]]] = []
+    result = train(params, data, str(tmp_path / "run"), on_log=lambda step, log: logs.append((step, log)))
+    val = [(step, log["val_loss"]) for step, log in logs if "val_loss" in log]
+    assert result.global_step < 30 and len(val) == result.global_step
+    assert val[-1][1] > val[0][1]  # it stopped because validation got worse
+    assert not any(key.startswith("eval_") for _, log in logs for key in log)
