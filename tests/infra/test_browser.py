@@ -48,7 +48,7 @@ ROW_JS = """(label) => {
     const hit = r.width && r.height && document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
     return !!hit && (hit === e || e.contains(hit));
   };
-  const head = cells.find((e) => e.textContent.trim() === label && (e.scrollIntoView({block: 'center'}), seen(e)));
+  const head = cells.find((e) => e.textContent.trim() === label && (e.scrollIntoView({block: 'nearest'}), seen(e)));
   if (!head) return null;
   const box = head.getBoundingClientRect(), y = (box.top + box.bottom) / 2;
   return cells
