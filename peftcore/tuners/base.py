@@ -1,0 +1,518 @@
+"""`BaseTuner`: what every adapter-layer method shares once its layers exist.
+
+A method subclasses `BaseTuner`, names its layer class, prefix and default targets, and implements
+two hooks: `_check_target_module` (can this module be adapted? — raises before anything changes)
+and `_create_and_replace` (wrap it, or add the adapter to an existing wrapper). This class does the
+rest: resolving and matching targets (`injection.py`), the auxiliary modules (`modules_to_save`,
+trainable tokens), which adapters are active and trainable, deleting, enabling/disabling, merging
+and unloading, and mixed-adapter batches.
+
+`self.model` is the user's model with the adapter layers inside; attributes the tuner lacks are
+looked up on it, so `peft_model.base_model.layers[0]` reaches the model's own submodules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from peftcore.auxiliary import AuxiliaryTrainingWrapper
+from peftcore.config import PeftConfig
+from peftcore.constants import TASK_HEAD_MODULES
+from peftcore.injection import (
+    ALL_LINEAR,
+    expand_all_linear,
+    logical_modules,
+    name_matches,
+    replace_module,
+    sample_module_names,
+)
+from peftcore.tuners.base_layer import BaseTunerLayer, as_name_list
+from peftcore.tuners.injector import AdapterInjector
+
+
+class BaseTuner(nn.Module):
+    """An adapter-layer method applied to `model`: `peft_config[name]` per adapter, layers inside `model`.
+
+    Class attributes a method sets:
+        prefix: the start of its parameter names (e.g. "lora_"); part of the on-disk key format.
+        layer_cls: its BaseTunerLayer subclass.
+        default_target_modules: model_type → default `target_modules` (a dict shared with constants).
+        method_name: a display name for messages (e.g. "LoRA").
+    """
+
+    prefix: ClassVar[str] = ""
+    layer_cls: ClassVar[type[BaseTunerLayer]] = BaseTunerLayer
+    default_target_modules: ClassVar[dict[str, Any]] = {}
+    method_name: ClassVar[str] = "adapter"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        peft_config: PeftConfig | dict[str, PeftConfig],
+        adapter_name: str = "default",
+        low_cpu_mem_usage: bool = False,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        autocast_adapter_dtype: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.peft_config: dict[str, PeftConfig] = {}
+        self.targeted_module_names: list[str] = []
+        self.targeted_parameter_names: list[str] = []
+        self._active_adapter: list[str] = [adapter_name]
+        config = peft_config[adapter_name] if isinstance(peft_config, dict) else peft_config
+        self.inject_adapter(
+            self.model,
+            adapter_name,
+            config=config,
+            autocast_adapter_dtype=autocast_adapter_dtype,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            state_dict=state_dict,
+        )
+
+    # -- method hooks -----------------------------------------------------------------------------
+    def _check_target_module(self, config: PeftConfig, adapter_name: str, name: str, module: nn.Module) -> None:
+        """Raise (ValueError/TypeError) if `module` cannot take this adapter; must not modify anything."""
+
+    def _create_and_replace(
+        self,
+        config: PeftConfig,
+        adapter_name: str,
+        target: nn.Module,
+        target_name: str,
+        parent: nn.Module,
+        current_key: str,
+        **kwargs: Any,
+    ) -> None:
+        """Add `adapter_name` to `target` (wrapping it, or updating an existing adapter layer)."""
+        raise NotImplementedError
+
+    def _plan_parameters(self, config: PeftConfig, model: nn.Module) -> list[str]:
+        """Full names of the parameters (not modules) the adapter targets; none unless a method supports it."""
+        return []
+
+    def _inject_parameters(
+        self, config: PeftConfig, adapter_name: str, model: nn.Module, names: list[str], **kwargs: Any
+    ) -> None:
+        """Add the adapter to the parameters `_plan_parameters` returned."""
+
+    def _check_new_adapter_config(self, config: PeftConfig, adapter_name: str) -> None:
+        """Reject a config that cannot live beside the adapters already present (before any change)."""
+        biased = [name for name, c in self.peft_config.items() if getattr(c, "bias", "none") != "none"]
+        if getattr(config, "bias", "none") != "none" and biased:
+            raise ValueError(
+                f"{type(self).__name__} supports only 1 adapter with bias. When using multiple adapters, set bias "
+                f"to 'none' for all adapters: adapter {biased[0]!r} already trains biases, so {adapter_name!r} "
+                f"cannot use bias={config.bias!r}"  # type: ignore[attr-defined]
+            )
+
+    def _adapter_bias_parameters(self, config: PeftConfig) -> Iterator[nn.Parameter]:
+        """The biases an adapter trains besides its own tensors (config.bias "all" / "<prefix>only")."""
+        bias = getattr(config, "bias", "none")
+        if bias == "all":
+            # The wrappers' originals and copies are handled by the wrappers themselves.
+            in_wrappers = {id(p) for _, w in self.auxiliary_wrappers() for p in w.parameters()}
+            for module in self.model.modules():
+                param = module._parameters.get("bias")
+                if param is not None and id(param) not in in_wrappers:
+                    yield param
+        elif bias == f"{self.prefix}only":
+            for module in self.model.modules():
+                if isinstance(module, self.layer_cls) and module.bias is not None:
+                    yield module.bias
+
+    # -- attribute access -------------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            modules = self.__dict__.get("_modules")
+            if name == "model" or modules is None or "model" not in modules:
+                raise
+        return getattr(modules["model"], name)
+
+    # -- injection --------------------------------------------------------------------------------
+    def _model_type(self, model: nn.Module) -> str | None:
+        config = getattr(model, "config", None)
+        if config is None:
+            return None
+        to_dict = getattr(config, "to_dict", None)
+        data = to_dict() if callable(to_dict) else {}
+        model_type = data.get("model_type") if isinstance(data, dict) else None
+        return model_type if model_type is not None else getattr(config, "model_type", None)
+
+    def _prepare_adapter_config(self, config: PeftConfig, model: nn.Module) -> PeftConfig:
+        """Resolve `target_modules` None (the architecture's default) and "all-linear", in place."""
+        if not hasattr(config, "target_modules"):
+            return config
+        targets = config.target_modules
+        if targets is None and not getattr(config, "target_parameters", None):
+            model_type = self._model_type(model)
+            if model_type not in self.default_target_modules:
+                raise ValueError(
+                    f"Please specify `target_modules` in `peft_config`: target_modules is not set and "
+                    f"model_type={model_type!r} has no default {self.method_name} targets; pass target_modules=[...] "
+                    f"(e.g. {sample_module_names(model, 6)}) or 'all-linear'"
+                )
+            default = self.default_target_modules[model_type]
+            config.target_modules = default if isinstance(default, str) else set(default)
+        elif targets == ALL_LINEAR:
+            config.target_modules = expand_all_linear(model, config.task_type)
+        return config
+
+    def modules_to_save_for(self, config: PeftConfig) -> list[str]:
+        """`config.modules_to_save` plus the task's head (classifier, score, qa_outputs)."""
+        names = list(getattr(config, "modules_to_save", None) or [])
+        task = getattr(config.task_type, "value", config.task_type)
+        for head in TASK_HEAD_MODULES.get(str(task), ()):
+            if head not in names:
+                names.append(head)
+        return names
+
+    def inject_adapter(
+        self,
+        model: nn.Module,
+        adapter_name: str,
+        autocast_adapter_dtype: bool = True,
+        low_cpu_mem_usage: bool = False,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        config: PeftConfig | None = None,
+    ) -> None:
+        """Add adapter `adapter_name` (config: `config`, or `self.peft_config[adapter_name]`) to `model`.
+
+        Every target is found and checked before the model changes; a failure leaves no trace of the
+        adapter.
+        """
+        if config is None:
+            config = self.peft_config[adapter_name]
+        elif adapter_name in self.peft_config:
+            raise ValueError(
+                f"Adapter with name {adapter_name!r} already exists; pick a new name or delete_adapter it first"
+            )
+        self._check_new_adapter_config(config, adapter_name)
+        config = self._prepare_adapter_config(config, model)
+        injector = AdapterInjector(self, model, config, adapter_name, low_cpu_mem_usage, autocast_adapter_dtype)
+        injector.plan(state_dict)
+        self.peft_config[adapter_name] = config
+        try:
+            injector.apply()
+        except BaseException:
+            del self.peft_config[adapter_name]
+            injector.rollback()
+            raise
+        for name in injector.targeted:
+            if name not in self.targeted_module_names:
+                self.targeted_module_names.append(name)
+        for name in injector.targeted_parameters:
+            if name not in self.targeted_parameter_names:
+                self.targeted_parameter_names.append(name)
+        model.__dict__["peft_config"] = self.peft_config
+        self._refresh_trainable()
+
+    # -- auxiliary modules (trained in full or in part beside the adapter) ---------------------------
+    def _check_auxiliary_targets(
+        self, config: PeftConfig, adapter_name: str, model: nn.Module, saved_modules: list[str]
+    ) -> None:
+        """Refuse modules_to_save entries that would wrap an adapter layer or a container."""
+        from peftcore.modules_to_save import ModulesToSaveWrapper, check_wrappable
+        from peftcore.tuners.injector import targets_wrapped_module
+
+        inside = targets_wrapped_module(model, saved_modules)
+        if inside:
+            owner = _owning_wrapper(model, inside[0])
+            raise ValueError(
+                f"You are trying to target a module with {ModulesToSaveWrapper} that is a child of {type(owner)}. "
+                "This is almost certainly not the intended behavior. Please ensure that the adapter name, "
+                f"'{adapter_name}', does not conflict with any of the targeted modules ({inside[0]!r} matches "
+                f"modules_to_save={saved_modules})."
+            )
+        for name, module in logical_modules(model):
+            if name and name_matches(name, saved_modules):
+                if isinstance(module, BaseTunerLayer):
+                    raise ValueError(
+                        f"modules_to_save entry matches {name!r}, which is already adapted by {type(module).__name__}; "
+                        "a module cannot be both adapted and trained in full. Remove it from modules_to_save or from "
+                        "the other adapter's target_modules"
+                    )
+                if not isinstance(module, AuxiliaryTrainingWrapper):
+                    check_wrappable(module)
+
+    def _add_auxiliary_modules(
+        self, config: PeftConfig, adapter_name: str, model: nn.Module, saved_modules: list[str]
+    ) -> None:
+        """Wrap (or extend) every module matching `saved_modules` in a ModulesToSaveWrapper."""
+        from peftcore.modules_to_save import ModulesToSaveWrapper
+
+        wrapped = []
+        for name, module in list(logical_modules(model)):
+            if not name or not name_matches(name, saved_modules):
+                continue
+            if isinstance(module, ModulesToSaveWrapper):
+                module.update(adapter_name)
+            else:
+                replace_module(model, name, ModulesToSaveWrapper(module, adapter_name))
+            wrapped.append(name)
+        if wrapped and hasattr(config, "modules_to_save"):
+            config.modules_to_save = saved_modules
+
+    # -- iteration --------------------------------------------------------------------------------
+    def tuner_layers(self) -> Iterator[tuple[str, BaseTunerLayer]]:
+        for name, module in self.model.named_modules():
+            if isinstance(module, BaseTunerLayer):
+                yield name, module
+
+    def auxiliary_wrappers(self) -> Iterator[tuple[str, AuxiliaryTrainingWrapper]]:
+        for name, module in self.model.named_modules():
+            if isinstance(module, AuxiliaryTrainingWrapper):
+                yield name, module
+
+    # -- active adapters and gradients --------------------------------------------------------------
+    @property
+    def active_adapters(self) -> list[str]:
+        return list(self._active_adapter)
+
+    @property
+    def active_adapter(self) -> str | list[str]:
+        """The active adapter's name; a list when several are active."""
+        names = self.active_adapters
+        return names[0] if len(names) == 1 else names
+
+    def _inference_mode(self, names: Sequence[str]) -> bool:
+        return any(self.peft_config[n].inference_mode for n in names if n in self.peft_config)
+
+    def _refresh_trainable(self) -> None:
+        """Freeze the model, then let the active adapters (and their biases) train unless in inference mode."""
+        names = self.active_adapters
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        self._apply_adapter(names, self._inference_mode(names))
+
+    def _apply_adapter(self, names: list[str], inference_mode: bool) -> None:
+        wrappers = [w for _, w in self.auxiliary_wrappers()]
+        for wrapper in wrappers:  # the only step that can refuse: run it before anything changes
+            held = [n for n in names if n in wrapper.adapter_names_held()]
+            if len(held) > 1:
+                wrapper.set_adapter(held)
+        for _, layer in self.tuner_layers():
+            if layer.merged:
+                warnings.warn(
+                    "Adapter cannot be set when the model is merged. Unmerging the model first.", stacklevel=4
+                )
+                layer.unmerge()  # type: ignore[attr-defined]
+            layer.set_adapter(names, inference_mode=inference_mode)
+        for wrapper in wrappers:
+            wrapper.set_adapter(names, inference_mode=inference_mode)
+        self._active_adapter = list(names)
+        if not inference_mode:
+            for name in names:
+                for param in self._adapter_bias_parameters(self.peft_config[name]):
+                    param.requires_grad_(True)
+
+    def set_adapter(self, adapter_name: str | list[str], inference_mode: bool = False) -> None:
+        """Activate adapter(s): only they run (their outputs add up) and train, unless `inference_mode`.
+
+        Raises:
+            ValueError: an unknown adapter, or two active adapters training the same module in full.
+        """
+        names = as_name_list(adapter_name)
+        for name in names:
+            if name not in self.peft_config:
+                raise ValueError(f"Adapter {name} not found; available: {sorted(self.peft_config)}")
+        self._apply_adapter(names, inference_mode or self._inference_mode(names))
+
+    def set_requires_grad(self, adapter_names: str | Sequence[str], requires_grad: bool = True) -> None:
+        """Switch gradients of the named adapters on or off without changing which are active."""
+        names = as_name_list(adapter_names)
+        for name in names:
+            if name not in self.peft_config:
+                raise ValueError(f"Adapter {name} not found; available: {sorted(self.peft_config)}")
+        for _, layer in self.tuner_layers():
+            layer.set_requires_grad(names, requires_grad)
+        for _, wrapper in self.auxiliary_wrappers():
+            wrapper.set_requires_grad(names, requires_grad)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Remove an adapter. If it was active, the other active ones (or the first remaining) take over.
+
+        Raises:
+            ValueError: the adapter does not exist, or is merged into the base weights.
+        """
+        if adapter_name not in self.peft_config:
+            raise ValueError(f"Adapter {adapter_name} does not exist; available: {sorted(self.peft_config)}")
+        if any(adapter_name in layer.merged_adapters for _, layer in self.tuner_layers()):
+            raise ValueError(
+                f"Cannot delete adapter(s) {[adapter_name]} while they are merged. Please unmerge them first."
+            )
+        del self.peft_config[adapter_name]
+        remaining = [name for name in self.active_adapters if name != adapter_name]
+        if not remaining and self.peft_config:
+            remaining = [next(iter(self.peft_config))]
+        for _, layer in self.tuner_layers():
+            layer.delete_adapter(adapter_name)
+        for _, wrapper in self.auxiliary_wrappers():
+            wrapper.delete_adapter(adapter_name)
+        self._active_adapter = remaining
+        self._refresh_trainable()
+
+    # -- enabling ---------------------------------------------------------------------------------
+    def _set_adapter_layers(self, enabled: bool) -> None:
+        for _, layer in self.tuner_layers():
+            layer.enable_adapters(enabled)
+        for _, wrapper in self.auxiliary_wrappers():
+            wrapper.enable_adapters(enabled)
+
+    def enable_adapter_layers(self) -> None:
+        """Turn the adapters back on (after `disable_adapter_layers`)."""
+        self._set_adapter_layers(True)
+        self._refresh_trainable()
+
+    def disable_adapter_layers(self) -> None:
+        """Run the base model alone: adapters off (merged ones are unmerged on the next forward)."""
+        for name in self.active_adapters:
+            bias = getattr(self.peft_config.get(name), "bias", "none")
+            if bias != "none":
+                warnings.warn(
+                    f"Careful, disabling adapter layers with bias configured to be '{bias}' does not produce the "
+                    "same output as the base model would without adaption: the trained biases stay in place.",
+                    stacklevel=3,
+                )
+        self._set_adapter_layers(False)
+        for name in self.active_adapters:
+            for param in self._adapter_bias_parameters(self.peft_config[name]):
+                param.requires_grad_(False)
+
+    # -- merging ----------------------------------------------------------------------------------
+    def _check_names(self, adapter_names: Sequence[str] | None) -> None:
+        for name in adapter_names or []:
+            if name not in self.peft_config:
+                raise ValueError(f"Adapter {name} does not exist; available: {sorted(self.peft_config)}")
+
+    def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+        """Fold the (active or named) adapters into the base weights; the adapter layers stay."""
+        self._check_names(adapter_names)
+        layers = [layer for _, layer in self.tuner_layers()]
+        pending = [layer.adapters_to_merge(adapter_names) for layer in layers]
+        if layers and not any(pending) and any(layer.merged for layer in layers):
+            warnings.warn("All adapters are already merged, nothing to do.", UserWarning, stacklevel=3)
+            return
+        for layer, names in zip(layers, pending, strict=True):
+            if names:
+                layer.merge(safe_merge=safe_merge, adapter_names=names)  # type: ignore[attr-defined]
+
+    def unmerge_adapter(self) -> None:
+        """Take every merged adapter back out of the base weights."""
+        for _, layer in self.tuner_layers():
+            layer.unmerge()  # type: ignore[attr-defined]
+
+    def merge_and_unload(
+        self, progressbar: bool = False, safe_merge: bool = False, adapter_names: list[str] | None = None
+    ) -> nn.Module:
+        """Merge, then replace every adapter layer by its base layer; returns the plain model."""
+        self._check_names(adapter_names)
+        return self._unload_and_optionally_merge(True, safe_merge, adapter_names)
+
+    def unload(self) -> nn.Module:
+        """Remove the adapters without merging (unmerging first if needed); returns the original model."""
+        return self._unload_and_optionally_merge(False)
+
+    def _unload_and_optionally_merge(
+        self, merge: bool, safe_merge: bool = False, adapter_names: list[str] | None = None
+    ) -> nn.Module:
+        all_layers = list(self.tuner_layers())
+        for _, layer in all_layers:  # every merge first: a broken adapter (safe_merge) leaves the model wrapped
+            if merge:
+                layer.merge(safe_merge=safe_merge, adapter_names=adapter_names)  # type: ignore[attr-defined]
+            else:
+                layer.unmerge()  # type: ignore[attr-defined]
+        outermost = [(name, layer) for name, layer in all_layers if not _nested_in(name, iter(all_layers))]
+        for name, layer in outermost:
+            replace_module(self.model, name, layer.unwrapped())
+        for name, wrapper in list(self.auxiliary_wrappers()):
+            replace_module(self.model, name, wrapper.unwrapped(merge, adapter_names))
+        self.model.__dict__.pop("peft_config", None)
+        if merge:
+            _record_untied_embeddings(self.model)
+        return self.model
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _enable_peft_forward_hooks(self, *args: Any, **kwargs: Any) -> Iterator[None]:
+        """Pass `adapter_names` (one per batch row; "__base__" for none) to every adapter layer."""
+        adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is None:
+            yield
+            return
+        self._check_mixed_batch(list(adapter_names))
+        handles = []
+
+        def pre_hook(_module: nn.Module, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+            return args, {**kwargs, "adapter_names": adapter_names}
+
+        for module in self.model.modules():
+            if isinstance(module, BaseTunerLayer | AuxiliaryTrainingWrapper):
+                handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _check_mixed_batch(self, adapter_names: list[str]) -> None:
+        if self.training:
+            raise ValueError(
+                "Cannot pass `adapter_names` when the model is in training mode: mixed batches are for inference; "
+                "call model.eval() first"
+            )
+        unknown = sorted({n for n in adapter_names if n != "__base__" and n not in self.peft_config})
+        if unknown:
+            raise ValueError(
+                f"Trying to infer with non-existing adapter(s): {', '.join(unknown)}; available: "
+                f"{sorted(self.peft_config)} and '__base__'"
+            )
+        if any(layer.merged for _, layer in self.tuner_layers()):
+            raise ValueError(
+                "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first."
+            )
+
+
+def _owning_wrapper(model: nn.Module, name: str) -> nn.Module:
+    """The outermost adapter layer or wrapper that contains module `name`."""
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        module = model.get_submodule(".".join(parts[:i]))
+        if isinstance(module, BaseTunerLayer | AuxiliaryTrainingWrapper):
+            return module
+    return model.get_submodule(name)
+
+
+def _nested_in(name: str, layers: Iterator[tuple[str, BaseTunerLayer]]) -> bool:
+    return any(name != other and name.startswith(other + ".") for other, _ in layers)
+
+
+def _record_untied_embeddings(model: nn.Module) -> None:
+    """A trained copy of a tied head or embedding (modules_to_save) unties it: say so in the config, so
+    a saved merged model is not re-tied to the other side's weights on reload."""
+    config = getattr(model, "config", None)
+    get_in = getattr(model, "get_input_embeddings", None)
+    get_out = getattr(model, "get_output_embeddings", None)
+    if config is None or not getattr(config, "tie_word_embeddings", False):
+        return
+    if not callable(get_in) or not callable(get_out):
+        return
+    emb_in, emb_out = get_in(), get_out()
+    if emb_in is not None and emb_out is not None and emb_in.weight is not emb_out.weight:
+        warnings.warn(
+            "the merged model's input and output embeddings are no longer tied (one of them was trained in "
+            "full); setting config.tie_word_embeddings=False",
+            stacklevel=4,
+        )
+        config.tie_word_embeddings = False
