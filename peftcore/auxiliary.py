@@ -30,11 +30,15 @@ class AuxiliaryTrainingWrapper(nn.Module):
 
     def __init__(self, module_to_save: nn.Module, adapter_name: str) -> None:
         super().__init__()
-        self.original_module = module_to_save
+        self._register_original(module_to_save)
         self._active_adapter: str | list[str] = []
         self._disable_adapters = False
-        for param in self.original_module.parameters():
+        for param in module_to_save.parameters():
             param.requires_grad_(False)
+
+    def _register_original(self, module: nn.Module) -> None:
+        """Keep the wrapped module as `original_module` (a subclass may keep it elsewhere)."""
+        self.original_module = module
 
     # -- to implement -----------------------------------------------------------------------------
     def update(self, adapter_name: str, **kwargs: Any) -> None:

@@ -147,7 +147,7 @@ class PeftModel(nn.Module):
 
     def _forward_named(self, **kwargs: Any) -> Any:
         """Call the base model with the named arguments that were actually given."""
-        return self.forward(**{k: v for k, v in kwargs.items() if v is not None})
+        return PeftModel.forward(self, **{k: v for k, v in kwargs.items() if v is not None})
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         with self.base_model._enable_peft_forward_hooks(*args, **kwargs):

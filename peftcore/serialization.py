@@ -1,14 +1,15 @@
 """The boundary between in-memory adapter tensors and the HF PEFT key format. No method is named here.
 
 In memory every adapter tensor sits under its adapter name; on disk the name never appears. Each
-adapter layer lists its per-adapter containers (`adapter_layer_names`) and each auxiliary wrapper
-its per-adapter keys, so one function builds the map for any method, and saving and loading both
-use it:
+adapter layer (`adapter_tensor_keys`) and each auxiliary wrapper (`adapter_state_keys`) gives the
+mapping of its own tensors, so one function builds the map for any method, and saving and loading
+both use it:
 
 | in memory                                         | on disk                         |
 |---------------------------------------------------|---------------------------------|
 | `<path>.<container>.<name>.weight` (ModuleDict)   | `<path>.<container>.weight`     |
 | `<path>.<container>.<name>` (ParameterDict)       | `<path>.<container>`            |
+| `<path>.lora_magnitude_vector.<name>.weight`      | `<path>.lora_magnitude_vector`  |
 | `<path>.modules_to_save.<name>.<param>`           | `<path>.<param>`                |
 | `<path>.token_adapter.trainable_tokens_delta.<n>` | `<path>.token_adapter....delta` |
 | `<path>.base_layer.bias` (bias="<prefix>only")    | unchanged                       |
@@ -61,17 +62,13 @@ def adapter_key_map(model: nn.Module, adapter_name: str, bias: str = "none", pre
     mapping: dict[str, str] = {}
     for path, module in model.named_modules():
         dot = f"{path}." if path else ""
-        if isinstance(module, BaseTunerLayer) and adapter_name in module._all_available_adapter_names():
-            for container in module.adapter_layer_names:
-                box = getattr(module, container, None)
-                if box is None or adapter_name not in box:
-                    continue
-                entry = box[adapter_name]
-                if isinstance(entry, nn.Parameter):
-                    mapping[_clean(f"{dot}{container}")] = f"{dot}{container}.{adapter_name}"
-                else:
-                    for pname, _ in entry.named_parameters():
-                        mapping[_clean(f"{dot}{container}.{pname}")] = f"{dot}{container}.{adapter_name}.{pname}"
+        if (
+            isinstance(module, BaseTunerLayer)
+            and module.saves_adapter_tensors
+            and adapter_name in module._all_available_adapter_names()
+        ):
+            for disk, memory in module.adapter_tensor_keys(adapter_name).items():
+                mapping[_clean(f"{dot}{disk}")] = f"{dot}{memory}"
             if bias == f"{prefix}only" and module.bias is not None:
                 inner = _path_to_bias(module)
                 mapping[_clean(f"{dot}{inner}")] = f"{dot}{inner}"

@@ -220,18 +220,9 @@ class BaseTuner(nn.Module):
         self, config: PeftConfig, adapter_name: str, model: nn.Module, saved_modules: list[str]
     ) -> None:
         """Refuse modules_to_save entries that would wrap an adapter layer or a container."""
-        from peftcore.modules_to_save import ModulesToSaveWrapper, check_wrappable
-        from peftcore.tuners.injector import targets_wrapped_module
+        from peftcore.modules_to_save import check_wrappable
 
-        inside = targets_wrapped_module(model, saved_modules)
-        if inside:
-            owner = _owning_wrapper(model, inside[0])
-            raise ValueError(
-                f"You are trying to target a module with {ModulesToSaveWrapper} that is a child of {type(owner)}. "
-                "This is almost certainly not the intended behavior. Please ensure that the adapter name, "
-                f"'{adapter_name}', does not conflict with any of the targeted modules ({inside[0]!r} matches "
-                f"modules_to_save={saved_modules})."
-            )
+        _check_not_inside_adapter_layers(model, saved_modules, adapter_name)
         for name, module in logical_modules(model):
             if name and name_matches(name, saved_modules):
                 if isinstance(module, BaseTunerLayer):
@@ -242,6 +233,51 @@ class BaseTuner(nn.Module):
                     )
                 if not isinstance(module, AuxiliaryTrainingWrapper):
                     check_wrappable(module)
+        self._token_targets(config, model)
+
+    def _token_targets(self, config: PeftConfig, model: nn.Module) -> list[tuple[str, list[int], bool]]:
+        """(module name, token ids, tied to the embedding?) for `trainable_token_indices`; raises if unusable.
+
+        A list of ids means the input embedding (and the output head when it shares its weight).
+        """
+        from peftcore.trainable_tokens import TrainableTokensWrapper
+
+        spec = getattr(config, "trainable_token_indices", None)
+        if not spec:
+            return []
+        modules = dict(logical_modules(model))
+        if isinstance(spec, dict):
+            found = [(name, list(ids)) for key, ids in spec.items() for name in modules if name and name_matches(name, [key])]
+            missing = [key for key in spec if not any(name_matches(n, [key]) for n, _ in found)]
+            if missing:
+                raise ValueError(
+                    f"Target modules {missing} not found in the base model: trainable_token_indices names modules "
+                    f"that do not exist. Some of its module names: {sample_module_names(model)}"
+                )
+            targets = [(name, ids, False) for name, ids in found]
+        else:
+            get_in = getattr(model, "get_input_embeddings", None)
+            embedding = get_in() if callable(get_in) else None
+            names = [name for name, m in modules.items() if m is embedding and name]
+            if not names:
+                raise ValueError(
+                    "trainable_token_indices given as a list needs a model with get_input_embeddings(); pass "
+                    "{embedding_module_name: [token ids]} instead"
+                )
+            targets = [(names[0], list(spec), False)]
+            head = _tied_head(model, embedding)
+            if head is not None:
+                targets += [(name, list(spec), True) for name, m in modules.items() if m is head and name]
+        for name, _, _ in targets:
+            module = modules[name]
+            if isinstance(module, BaseTunerLayer) or not (
+                isinstance(module, TrainableTokensWrapper | nn.Embedding | nn.Linear)
+            ):
+                raise TypeError(
+                    f"trainable_token_indices cannot be applied to modules of type {type(module)} ({name!r}): they "
+                    "train rows of an nn.Embedding that is not otherwise adapted. Remove it from target_modules"
+                )
+        return targets
 
     def _add_auxiliary_modules(
         self, config: PeftConfig, adapter_name: str, model: nn.Module, saved_modules: list[str]
@@ -249,6 +285,8 @@ class BaseTuner(nn.Module):
         """Wrap (or extend) every module matching `saved_modules` in a ModulesToSaveWrapper."""
         from peftcore.modules_to_save import ModulesToSaveWrapper
 
+        # Checked again now that this adapter's own layers exist (an entry may name one of their parts).
+        _check_not_inside_adapter_layers(model, saved_modules, adapter_name)
         wrapped = []
         for name, module in list(logical_modules(model)):
             if not name or not name_matches(name, saved_modules):
@@ -260,6 +298,23 @@ class BaseTuner(nn.Module):
             wrapped.append(name)
         if wrapped and hasattr(config, "modules_to_save"):
             config.modules_to_save = saved_modules
+        self._add_trainable_tokens(config, adapter_name, model)
+
+    def _add_trainable_tokens(self, config: PeftConfig, adapter_name: str, model: nn.Module) -> None:
+        from peftcore.trainable_tokens import TrainableTokensWrapper
+
+        embedding_layer = None
+        for name, ids, tied in sorted(self._token_targets(config, model), key=lambda t: t[2]):
+            module = model.get_submodule(name)
+            if isinstance(module, TrainableTokensWrapper):
+                module.update(adapter_name, token_indices=ids)
+                if not tied:
+                    embedding_layer = module.token_adapter
+                continue
+            wrapper = TrainableTokensWrapper(module, adapter_name, ids, tied_adapter=embedding_layer if tied else None)
+            replace_module(model, name, wrapper)
+            if not tied:
+                embedding_layer = wrapper.token_adapter
 
     # -- iteration --------------------------------------------------------------------------------
     def tuner_layers(self) -> Iterator[tuple[str, BaseTunerLayer]]:
@@ -291,16 +346,16 @@ class BaseTuner(nn.Module):
         names = self.active_adapters
         for param in self.model.parameters():
             param.requires_grad_(False)
-        self._apply_adapter(names, self._inference_mode(names))
+        self._apply_adapter(names, self._inference_mode(names), unmerge=False)
 
-    def _apply_adapter(self, names: list[str], inference_mode: bool) -> None:
+    def _apply_adapter(self, names: list[str], inference_mode: bool, unmerge: bool = True) -> None:
         wrappers = [w for _, w in self.auxiliary_wrappers()]
         for wrapper in wrappers:  # the only step that can refuse: run it before anything changes
             held = [n for n in names if n in wrapper.adapter_names_held()]
             if len(held) > 1:
                 wrapper.set_adapter(held)
         for _, layer in self.tuner_layers():
-            if layer.merged:
+            if unmerge and layer.merged:
                 warnings.warn(
                     "Adapter cannot be set when the model is merged. Unmerging the model first.", stacklevel=4
                 )
@@ -357,8 +412,8 @@ class BaseTuner(nn.Module):
             layer.delete_adapter(adapter_name)
         for _, wrapper in self.auxiliary_wrappers():
             wrapper.delete_adapter(adapter_name)
-        self._active_adapter = remaining
-        self._refresh_trainable()
+        # Merged adapters stay merged: only the active set (and which tensors train) follows the deletion.
+        self._apply_adapter(remaining, self._inference_mode(remaining), unmerge=False)
 
     # -- enabling ---------------------------------------------------------------------------------
     def _set_adapter_layers(self, enabled: bool) -> None:
@@ -482,6 +537,36 @@ class BaseTuner(nn.Module):
             raise ValueError(
                 "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first."
             )
+
+
+def _tied_head(model: nn.Module, embedding: nn.Module | None) -> nn.Module | None:
+    """The output head that shares the input embedding's weight, if the model ties them."""
+    get_out = getattr(model, "get_output_embeddings", None)
+    head = get_out() if callable(get_out) else None
+    if head is None or embedding is None:
+        return None
+
+    def weight_of(module: nn.Module) -> Any:
+        inner = module.original_module if isinstance(module, AuxiliaryTrainingWrapper) else module
+        return inner.get_base_layer().weight if isinstance(inner, BaseTunerLayer) else getattr(inner, "weight", None)
+
+    emb_weight = weight_of(embedding)
+    return head if emb_weight is not None and weight_of(head) is emb_weight else None
+
+
+def _check_not_inside_adapter_layers(model: nn.Module, saved_modules: list[str], adapter_name: str) -> None:
+    from peftcore.modules_to_save import ModulesToSaveWrapper
+    from peftcore.tuners.injector import targets_wrapped_module
+
+    inside = targets_wrapped_module(model, saved_modules)
+    if inside:
+        owner = _owning_wrapper(model, inside[0])
+        raise ValueError(
+            f"You are trying to target a module with {ModulesToSaveWrapper} that is a child of {type(owner)}. "
+            "This is almost certainly not the intended behavior. Please ensure that the adapter name, "
+            f"'{adapter_name}', does not conflict with any of the targeted modules ({inside[0]!r} matches "
+            f"modules_to_save={saved_modules})."
+        )
 
 
 def _owning_wrapper(model: nn.Module, name: str) -> nn.Module:

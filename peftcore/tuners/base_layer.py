@@ -66,6 +66,31 @@ class BaseTunerLayer:
             layer = layer.base_layer
         return layer
 
+    def adapter_tensor_keys(self, adapter_name: str) -> dict[str, str]:
+        """On-disk key → in-memory key, both relative to this layer, of `adapter_name`'s tensors.
+
+        The adapter name is dropped on disk: `lora_A.<name>.weight` is saved as `lora_A.weight`, and a
+        ParameterDict entry `<container>.<name>` as `<container>`. A method whose file format differs
+        overrides this (its name ↔ file-key mapping).
+        """
+        keys: dict[str, str] = {}
+        for container in self.adapter_layer_names:
+            box = getattr(self, container, None)
+            if box is None or adapter_name not in box:
+                continue
+            entry = box[adapter_name]
+            if isinstance(entry, nn.Parameter):
+                keys[container] = f"{container}.{adapter_name}"
+            else:
+                for pname, _ in entry.named_parameters():
+                    keys[f"{container}.{pname}"] = f"{container}.{adapter_name}.{pname}"
+        return keys
+
+    @property
+    def saves_adapter_tensors(self) -> bool:
+        """False for a layer that shares its tensors with another layer (which saves them)."""
+        return True
+
     def unwrapped(self) -> nn.Module:
         """The module that takes this layer's place when the adapters are unloaded."""
         return self.get_base_layer()

@@ -83,6 +83,12 @@ class AdapterInjector:
                 self.targeted.append(name)
             elif outcome is Match.EXCLUDED:
                 excluded.append(name)
+                if targets is not None and name_matches(name, targets) and name_matches(name, self.saved_modules):
+                    warnings.warn(
+                        f"module {name!r} matches target_modules but is in modules_to_save; it is trained in full "
+                        "and not adapted",
+                        stacklevel=6,
+                    )
             else:
                 unmatched.append(name)
         self.targeted_parameters = self.tuner._plan_parameters(config, self.model)

@@ -31,7 +31,7 @@ from peftcore.task_models import (
     PeftModelForSeq2SeqLM,
     PeftModelForSequenceClassification,
 )
-from peftcore.tuners.lora.layer import Embedding as LoraEmbedding
+from peftcore.tuners.lora.embedding import Embedding as LoraEmbedding
 from peftcore.tuners.lora.layer import LoraLayer
 from tests import tiny
 

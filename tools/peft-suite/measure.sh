@@ -18,12 +18,19 @@ trap 'rm -rf "$WORK"' EXIT
 cp -r "$KIT"/. "$WORK/kit"
 cp -r "$HERE/shim"/. "$WORK/kit/shim"/
 mkdir -p "$OUT"
+PY=$(realpath -s .venv/bin/python)
 for SEL in "$@"; do
   NAME=$(basename "$SEL" .txt)
   rm -f "$OUT/$NAME".*
+  # Ids whose parametrisation index depends on the shim: collect the functions, map them (resolve_ids.py).
+  grep . "$SEL" | sed 's/\[.*//' | sort -u > "$WORK/$NAME.functions"
+  (cd "$WORK/kit" && PYTHONPATH="$WORK/kit/shim:$WORK/kit/stubs" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    CUDA_VISIBLE_DEVICES="" "$PY" -m pytest -p no:cacheprovider --collect-only -q "@$WORK/$NAME.functions" \
+    > "$WORK/$NAME.collected" 2>/dev/null)
+  "$PY" "$HERE/resolve_ids.py" "$SEL" "$WORK/$NAME.collected" "$WORK/$NAME.resolved" "$OUT/$NAME.renames"
   # Cases that once made pytest abort (unbounded recursion) run in a piece of their own.
-  grep . "$SEL" | grep -v NoInfiniteRecursion > "$WORK/$NAME.main"
-  grep . "$SEL" | grep NoInfiniteRecursion > "$WORK/$NAME.isolated" || true
+  grep -v NoInfiniteRecursion "$WORK/$NAME.resolved" > "$WORK/$NAME.main"
+  grep NoInfiniteRecursion "$WORK/$NAME.resolved" > "$WORK/$NAME.isolated" || true
   split -n "l/$PIECES" -d "$WORK/$NAME.main" "$WORK/$NAME.piece_"
   for PIECE in "$WORK/$NAME".piece_* "$WORK/$NAME.isolated"; do
     [ -s "$PIECE" ] || continue
@@ -33,4 +40,4 @@ for SEL in "$@"; do
   done
   cat "$OUT/$NAME".*.tsv > "$OUT/$NAME.tsv"
 done
-.venv/bin/python "$HERE/summarize.py" --exclusions docs/peft-suite-exclusions.md "$@" --out "$OUT"
+"$PY" "$HERE/summarize.py" --exclusions docs/peft-suite-exclusions.md "$@" --out "$OUT"

@@ -60,6 +60,12 @@ def main() -> None:
         ids = [line.strip() for line in selection.read_text().splitlines() if line.strip()]
         result_path = args.out / f"{selection.stem}.tsv"
         shim = read_tsv(result_path) if result_path.exists() else {}
+        renames = args.out / f"{selection.stem}.renames"
+        if renames.exists():  # ids collected under another parametrisation index (resolve_ids.py)
+            for line in renames.read_text().splitlines():
+                resolved, original = line.split("\t")
+                if tsv_id(resolved) in shim:
+                    shim[tsv_id(original)] = shim[tsv_id(resolved)]
         if selection.stem.endswith("realpass"):
             denominator, basis = ids, "all pass on real peft"
         elif real is not None:

@@ -136,7 +136,7 @@ class _ConvNd(nn.Module, LoraLayer):
         base = self._conv
         a = cast(nn.Module, self.lora_A[name])
         xa = self.lora_dropout[name](self._cast_input_dtype(x, a.weight.dtype))
-        magnitude = self.lora_magnitude_vector[name]
+        magnitude = self._magnitude(name)
         norm = self._dora_norm(name, base.weight.detach()).detach()
         scale = magnitude / norm.view(magnitude.shape)
         if isinstance(self.lora_dropout[name], nn.Identity) or not self.training:

@@ -13,6 +13,16 @@ norm used is kept so unmerging can divide it out exactly.
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+
+class DoraMagnitude(nn.Module):
+    """One adapter's magnitude vector m, as `weight` (HF PEFT's in-memory layout; on disk the key is just
+    `<path>.lora_magnitude_vector`)."""
+
+    def __init__(self, magnitude: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(magnitude)
 
 
 def weight_norm(weight_rows: torch.Tensor, lora_rows: torch.Tensor, scaling: float) -> torch.Tensor:

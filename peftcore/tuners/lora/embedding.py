@@ -102,7 +102,7 @@ class Embedding(nn.Module, LoraLayer):
                 continue
             update = self._lora_output(name, x)
             if name in self.lora_magnitude_vector:
-                magnitude = self.lora_magnitude_vector[name]
+                magnitude = self._magnitude(name)
                 scale = magnitude / self._dora_norm(name, self._table.weight.detach()).detach()
                 result = (scale * (result.to(update.dtype) + update)).to(result.dtype)
             else:

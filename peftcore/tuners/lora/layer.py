@@ -85,7 +85,7 @@ class LoraLayer(BaseTunerLayer):
         self.lora_B = nn.ModuleDict()
         self.lora_embedding_A = nn.ParameterDict()
         self.lora_embedding_B = nn.ParameterDict()
-        self.lora_magnitude_vector = nn.ParameterDict()
+        self.lora_magnitude_vector = nn.ModuleDict()
         self._dora_norm_at_merge: dict[str, torch.Tensor] = {}
         self.in_features: Any = None
         self.out_features: Any = None
@@ -185,7 +185,18 @@ class LoraLayer(BaseTunerLayer):
             with torch.no_grad():
                 norm = self._dora_norm(adapter_name, self.weight.detach())
         magnitude = self._magnitude_shape(norm).to(dtype=tensor_kwargs["dtype"], device=tensor_kwargs["device"])
-        self.lora_magnitude_vector[adapter_name] = nn.Parameter(magnitude.contiguous())
+        self.lora_magnitude_vector[adapter_name] = dora.DoraMagnitude(magnitude.contiguous())
+
+    def _magnitude(self, adapter_name: str) -> torch.Tensor:
+        return cast(nn.Module, self.lora_magnitude_vector[adapter_name]).weight
+
+    def adapter_tensor_keys(self, adapter_name: str) -> dict[str, str]:
+        """On-disk key → in-memory key (relative to this layer); DoRA's magnitude is saved without `.weight`."""
+        keys = super().adapter_tensor_keys(adapter_name)
+        if adapter_name in self.lora_magnitude_vector:
+            keys.pop("lora_magnitude_vector.weight", None)
+            keys["lora_magnitude_vector"] = f"lora_magnitude_vector.{adapter_name}.weight"
+        return keys
 
     def delete_adapter(self, adapter_name: str) -> None:
         self._dora_norm_at_merge.pop(adapter_name, None)
@@ -217,7 +228,7 @@ class LoraLayer(BaseTunerLayer):
             delta = self.get_delta_weight(name)
             return weight.to(delta.dtype) + delta
         lora = self._lora_rows(name)
-        magnitude = self.lora_magnitude_vector[name].reshape(-1)
+        magnitude = self._magnitude(name).reshape(-1)
         merged, norm = dora.merge_rows(self._weight_rows(weight).to(lora.dtype), lora, self.scaling[name], magnitude)
         self._dora_norm_at_merge[name] = norm
         return self._weight_from_rows(merged, weight)
@@ -228,7 +239,7 @@ class LoraLayer(BaseTunerLayer):
             return weight.to(delta.dtype) - delta
         lora = self._lora_rows(name)
         norm = self._dora_norm_at_merge.pop(name)
-        magnitude = self.lora_magnitude_vector[name].reshape(-1)
+        magnitude = self._magnitude(name).reshape(-1)
         rows = dora.unmerge_rows(self._weight_rows(weight).to(lora.dtype), lora, self.scaling[name], magnitude, norm)
         return self._weight_from_rows(rows, weight)
 
@@ -448,7 +459,7 @@ class Linear(nn.Module, LoraLayer):
     def _dora_update(self, name: str, xa: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """(m/‖W+sBA‖ − 1)·(W x) + (m/‖W+sBA‖)·s·B A x, with W x recomputed when dropout is active."""
         weight = self.weight
-        magnitude = self.lora_magnitude_vector[name]
+        magnitude = self._magnitude(name)
         norm = self._dora_norm(name, weight.detach()).detach()
         scale = (magnitude / norm).view(*([1] * (result.dim() - 1)), -1)
         lora_out = F.linear(F.linear(xa, _linear(self.lora_A, name).weight), _linear(self.lora_B, name).weight)
