@@ -116,16 +116,30 @@ def get_peft_model_state_dict(
         out = {disk: tensors[mem] for disk, mem in mapping.items()}
     else:
         out = {disk: state_dict[mem] for disk, mem in mapping.items() if mem in state_dict}
-    if _wants_embeddings(config, save_embedding_layers):
-        out.update(_embedding_weights(model))
+    targeted = _embedding_targeted(model, config)
+    if _wants_embeddings(config, save_embedding_layers, targeted):
+        out.update(_embedding_weights(model, targeted))
     return out
 
 
-def _wants_embeddings(config: Any, save_embedding_layers: bool | str) -> bool:
+def _embedding_targeted(model: nn.Module, config: Any) -> bool:
+    """Does `target_modules` name an `embed_tokens` / `lm_head` (HF PEFT's rule, names or regex)?"""
+    targets = getattr(config, "target_modules", None)
+    if not targets:
+        return False
+    if isinstance(targets, str):
+        return any(
+            re.fullmatch(targets, name) is not None
+            for name, _ in model.named_modules()
+            if any(re.match(rf"(.*\.)?{e}$", name) for e in EMBEDDING_LAYER_NAMES)
+        )
+    return any(name in targets for name in EMBEDDING_LAYER_NAMES)
+
+
+def _wants_embeddings(config: Any, save_embedding_layers: bool | str, targeted: bool) -> bool:
     if save_embedding_layers != "auto":
         return bool(save_embedding_layers)
-    targets = getattr(config, "target_modules", None)
-    if targets and any(name in targets for name in EMBEDDING_LAYER_NAMES):
+    if targeted and not getattr(config, "trainable_token_indices", None):
         warnings.warn(
             "Setting `save_embedding_layers` to `True` as embedding layers found in `target_modules`.", stacklevel=3
         )
@@ -133,23 +147,26 @@ def _wants_embeddings(config: Any, save_embedding_layers: bool | str) -> bool:
     return False
 
 
-def _embedding_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The full weights of the model's input / output embeddings (their base weight when adapted)."""
+def _embedding_weights(model: nn.Module, targeted: bool) -> dict[str, torch.Tensor]:
+    """The full input / output embedding weights: of the adapted ones (their base layer) when an embedding
+    is targeted, otherwise of the embedding modules themselves."""
     inner = _unwrap_to_transformers(model)
     if inner is None:
         warnings.warn(
             "Could not identify embedding layer(s) because the model is not a 🤗 transformers model.", stacklevel=3
         )
         return {}
-    layers = [inner.get_input_embeddings(), inner.get_output_embeddings()]
-    wanted = [layer for layer in layers if layer is not None]
     out: dict[str, torch.Tensor] = {}
-    for path, module in model.named_modules():
-        if any(module is layer for layer in wanted):
-            base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
-            dot = f"{path}." if path else ""
-            key = f"{dot}base_layer.weight" if isinstance(module, BaseTunerLayer) else f"{dot}weight"
-            out.setdefault(_clean(key), base.weight)  # type: ignore[arg-type]
+    for layer in (inner.get_input_embeddings(), inner.get_output_embeddings()):
+        if layer is None or (targeted and not isinstance(layer, BaseTunerLayer)):
+            continue
+        source = layer.base_layer if targeted and isinstance(layer, BaseTunerLayer) else layer
+        for path, module in model.named_modules():
+            if module is source:
+                dot = f"{path}." if path else ""
+                for pname, param in source.named_parameters():
+                    out.setdefault(_clean(f"{dot}{pname}"), param)
+                break
     return out
 
 
