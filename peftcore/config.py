@@ -95,13 +95,16 @@ class PeftConfig:
     PEFT_TYPE: ClassVar[PeftType]
     # Keys HF PEFT writes for features peftcore does not implement, with the value that means "off".
     # Loading a file that sets one of them to anything else fails instead of silently diverging.
-    NEUTRAL_FOREIGN_FIELDS: ClassVar[dict[str, Any]] = {"auto_mapping": None}
+    NEUTRAL_FOREIGN_FIELDS: ClassVar[dict[str, Any]] = {}
     # Keys HF PEFT writes that only matter when one of the features above is on (e.g. a group size
     # with a non-None default): dropped silently whatever their value.
     INERT_FOREIGN_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     task_type: TaskType | str | None = None
     peft_type: PeftType | str | None = field(default=None, init=True)
+    # For a custom (non-transformers) base model: its class and module, recorded by HF PEFT so that
+    # its AutoPeftModel can rebuild it. Informational: it does not change what the adapter computes.
+    auto_mapping: dict[str, Any] | None = None
     base_model_name_or_path: str | None = None
     revision: str | None = None
     inference_mode: bool = False

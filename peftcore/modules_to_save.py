@@ -38,6 +38,10 @@ def check_wrappable(module: nn.Module) -> None:
 class ModulesToSaveWrapper(AuxiliaryTrainingWrapper):
     """`original_module` (frozen) plus `modules_to_save[adapter]`, a trainable copy per adapter."""
 
+    # As on adapter layers: the containers holding per-adapter tensors.
+    adapter_layer_names: tuple[str, ...] = ("modules_to_save",)
+    other_param_names: tuple[str, ...] = ()
+
     def __init__(self, module_to_save: nn.Module, adapter_name: str) -> None:
         check_wrappable(module_to_save)
         super().__init__(module_to_save, adapter_name)

@@ -128,9 +128,11 @@ def _embedding_targeted(model: nn.Module, config: Any) -> bool:
     if not targets:
         return False
     if isinstance(targets, str):
+        get_base = getattr(model, "get_base_model", None)
+        inner = get_base() if callable(get_base) else model
         return any(
             re.fullmatch(targets, name) is not None
-            for name, _ in model.named_modules()
+            for name, _ in inner.named_modules()
             if any(re.match(rf"(.*\.)?{e}$", name) for e in EMBEDDING_LAYER_NAMES)
         )
     return any(name in targets for name in EMBEDDING_LAYER_NAMES)

@@ -167,6 +167,9 @@ class TrainableTokensLayer(nn.Module, BaseTunerLayer):
 class TrainableTokensWrapper(AuxiliaryTrainingWrapper):
     """An embedding (or tied head) with trainable rows per adapter; `token_adapter` does the work."""
 
+    adapter_layer_names: tuple[str, ...] = ("token_adapter.trainable_tokens_delta",)
+    other_param_names: tuple[str, ...] = ("token_adapter.token_indices", "token_adapter.trainable_tokens_original")
+
     def __init__(
         self,
         module_to_save: nn.Module,

@@ -14,7 +14,6 @@ from peftcore.config import PeftConfig, PeftType
 # HF PEFT LoRA fields peftcore does not implement, with the value meaning "feature off". A file
 # that turns one of them on is refused (see PeftConfig.from_dict).
 _NEUTRAL: dict[str, Any] = {
-    "auto_mapping": None,
     "loftq_config": {},
     "eva_config": None,
     "corda_config": None,

@@ -331,7 +331,7 @@ class LoraLayer(BaseTunerLayer):
 
     def extra_repr(self) -> str:
         parts = [f"in_features={self.in_features}, out_features={self.out_features}"]
-        parts += [f"{n}: r={self.r[n]}, s={self.scaling[n]:g}" for n in self.r]
+        parts += [f"{n}: r={self.r[n]}, s={float(self.scaling[n]):g}" for n in self.r]
         return ", ".join(parts)
 
     def __repr__(self) -> str:
@@ -418,7 +418,7 @@ class Linear(nn.Module, LoraLayer):
                 result = result + self._dora_update(name, xa, result).to(result.dtype)
             elif lora_B.bias is not None:
                 result = result + (lora_B(lora_A(xa)) * scaling).to(result.dtype)
-            elif result.dtype == lora_B.weight.dtype:
+            elif result.dtype == lora_B.weight.dtype and not isinstance(scaling, torch.Tensor):
                 result = self._add_lora_gemm(result, F.linear(xa, lora_A.weight), lora_B.weight, scaling, owned)
             else:
                 # The GEMM's output is fresh and not kept for backward: scaling it in place is safe.

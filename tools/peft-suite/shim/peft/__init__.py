@@ -179,6 +179,7 @@ _TABLE: dict[str, tuple[list, dict]] = {
         {"infer_device": infer_device, "_get_submodules": _get_submodules},
     ),
     "peft.utils.constants": ([_pc_constants], {}),
+    "peft.utils.hotswap": ([_opt("peftcore.tuners.lora.hotswap")], {}),
     "peft.utils.save_and_load": ([_pc_ser], {}),
     "peft.utils.peft_types": ([_pc_config], {}),
     "peft.import_utils": ([], {}),
