@@ -111,7 +111,7 @@ def get_peft_model(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(peft_config, PeftConfig):
         raise TypeError(
-            f"peft_config must be a PeftConfig (e.g. LoraConfig(...)), got {type(peft_config).__name__}"
+            f"peft_config must be a PeftConfig (a method's config class), got {type(peft_config).__name__}"
         )
     if mixed:
         raise ValueError("mixed=True (mixing adapter types in one model) is not supported; use mixed=False")

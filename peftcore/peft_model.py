@@ -54,6 +54,11 @@ def validate_adapter_name(adapter_name: Any) -> str:
         raise ValueError(
             f"adapter_name={adapter_name!r} contains '.', which would break state_dict keys; use '_' instead"
         )
+    if hasattr(nn.Module, adapter_name):
+        raise ValueError(
+            f"adapter_name={adapter_name!r} is the name of an nn.Module attribute, which the per-adapter "
+            "ModuleDicts cannot hold; choose another name, e.g. 'adapter_" + adapter_name + "'"
+        )
     return adapter_name
 
 

@@ -93,6 +93,13 @@ class BaseTuner(nn.Module):
         """Add `adapter_name` to `target` (wrapping it, or updating an existing adapter layer)."""
         raise NotImplementedError
 
+    def _extra_targets(self, config: PeftConfig) -> list[str]:
+        """Module names to adapt beyond what `target_modules` matches (e.g. modules tied to a target)."""
+        return []
+
+    def _after_injection(self, config: PeftConfig, adapter_name: str, model: nn.Module) -> None:
+        """Called once the adapter's layers and auxiliary modules exist (e.g. to tie adapters)."""
+
     def _plan_parameters(self, config: PeftConfig, model: nn.Module) -> list[str]:
         """Full names of the parameters (not modules) the adapter targets; none unless a method supports it."""
         return []
@@ -485,7 +492,12 @@ class BaseTuner(nn.Module):
                 layer.merge(safe_merge=safe_merge, adapter_names=adapter_names)  # type: ignore[attr-defined]
             else:
                 layer.unmerge()  # type: ignore[attr-defined]
-        outermost = [(name, layer) for name, layer in all_layers if not _nested_in(name, iter(all_layers))]
+        wrappers = [name for name, _ in self.auxiliary_wrappers()]
+        outermost = [
+            (name, layer)
+            for name, layer in all_layers
+            if not _nested_in(name, iter(all_layers)) and not any(name.startswith(w + ".") for w in wrappers)
+        ]
         for name, layer in outermost:
             replace_module(self.model, name, layer.unwrapped())
         for name, wrapper in list(self.auxiliary_wrappers()):

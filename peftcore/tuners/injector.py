@@ -66,6 +66,7 @@ class AdapterInjector:
         excluded: list[str] = []
         unmatched: list[str] = []
         from_state_dict = _module_names_in_state_dict(state_dict, self.tuner.prefix)
+        extra = set(self.tuner._extra_targets(config))
         for name, module in logical_modules(self.model):
             if not name:
                 continue
@@ -79,6 +80,8 @@ class AdapterInjector:
             )
             if from_state_dict is not None:
                 outcome = Match.TARGET if name in from_state_dict else Match.NONE
+            elif name in extra:
+                outcome = Match.TARGET
             if outcome is Match.TARGET:
                 self.targeted.append(name)
             elif outcome is Match.EXCLUDED:
@@ -92,6 +95,14 @@ class AdapterInjector:
             else:
                 unmatched.append(name)
         self.targeted_parameters = self.tuner._plan_parameters(config, self.model)
+        for full in self.targeted_parameters:
+            owner = full.rpartition(".")[0]
+            if owner in self.targeted:
+                raise ValueError(
+                    f"Trying to wrap an `nn.Parameter` of layer '{owner}' of type "
+                    f"{type(self.model.get_submodule(owner)).__name__}, which is not a valid target. Make sure that "
+                    "this layer is not also targeted with `target_modules`."
+                )
         self._check_outcome(excluded, unmatched)
         modules = dict(logical_modules(self.model))
         for name in self.targeted:
@@ -169,6 +180,7 @@ class AdapterInjector:
             )
         self.tuner._inject_parameters(self.config, self.adapter_name, self.model, self.targeted_parameters, **self.layer_kwargs)
         self.tuner._add_auxiliary_modules(self.config, self.adapter_name, self.model, self.saved_modules)
+        self.tuner._after_injection(self.config, self.adapter_name, self.model)
 
     def rollback(self) -> None:
         """Remove the adapter from every layer and wrapper; unwrap the ones it leaves empty."""

@@ -243,6 +243,12 @@ class LoraLayer(BaseTunerLayer):
         rows = dora.unmerge_rows(self._weight_rows(weight).to(lora.dtype), lora, self.scaling[name], magnitude, norm)
         return self._weight_from_rows(rows, weight)
 
+    def _merged_by_tied_source(self) -> bool:
+        """True for a head whose adapter is tied to the input embedding's and whose base weight is the
+        embedding's (ensure_weight_tying): merging through the embedding already changes that weight."""
+        source = getattr(self, "_tied_lora_source", None)
+        return bool(source) and source[0].get_base_layer().weight is self.get_base_layer().weight
+
     def _check_mergeable(self, adapter_name: str) -> None:
         if self.lora_bias.get(adapter_name) and getattr(self.get_base_layer(), "bias", None) is None:
             raise RuntimeError(
@@ -268,6 +274,9 @@ class LoraLayer(BaseTunerLayer):
         for name in self.adapters_to_merge(adapter_names):
             if name not in self.r:
                 continue
+            if self._merged_by_tied_source():
+                self.merged_adapters.append(name)  # the shared weight is merged once, by the embedding
+                continue
             self._check_mergeable(name)
             with torch.no_grad():
                 new_weight = self._merged_weight(name, weight.detach())
@@ -291,7 +300,7 @@ class LoraLayer(BaseTunerLayer):
         weight = self.weight
         while self.merged_adapters:
             name = self.merged_adapters.pop()
-            if name not in self.r:
+            if name not in self.r or self._merged_by_tied_source():
                 continue
             with torch.no_grad():
                 weight.data.copy_(self._unmerged_weight(name, weight.detach()).to(weight.dtype))

@@ -24,7 +24,7 @@ from peftcore.tuners.lora.embedding import Embedding
 from peftcore.tuners.lora.layer import Linear, LoraLayer
 from peftcore.tuners.lora.mha import MultiheadAttention
 from peftcore.tuners.lora import param as param_lora
-from peftcore.tuners.lora import weighted
+from peftcore.tuners.lora import tying, weighted
 
 # HF PEFT's name for the default-targets table; the same dict object as in constants.
 TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING = LORA_DEFAULT_TARGETS
@@ -136,6 +136,19 @@ class LoraModel(BaseTuner):
             )
             config.fan_in_fan_out = False
         return {"fan_in_fan_out": False}
+
+    # -- tied embeddings (ensure_weight_tying) ----------------------------------------------------
+    def _prepare_adapter_config(self, config: PeftConfig, model: nn.Module) -> PeftConfig:
+        config = super()._prepare_adapter_config(config, model)
+        # A runtime note for this injection only (never saved): the tied modules to adapt as well.
+        config._tie_targets = tying.plan_tying(cast(LoraConfig, config), model)  # type: ignore[attr-defined]
+        return config
+
+    def _extra_targets(self, config: PeftConfig) -> list[str]:
+        return list(getattr(config, "_tie_targets", []))
+
+    def _after_injection(self, config: PeftConfig, adapter_name: str, model: nn.Module) -> None:
+        tying.tie_adapters(cast(LoraConfig, config), adapter_name, model)
 
     # -- LoRA on parameters (target_parameters) ---------------------------------------------------
     def _plan_parameters(self, config: PeftConfig, model: nn.Module) -> list[str]:

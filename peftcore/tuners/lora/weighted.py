@@ -156,6 +156,9 @@ def _check_request(
     missing = [a for a in adapters if a not in tuner.peft_config]
     if missing:
         raise ValueError(f"Adapter(s) {missing} do not exist; available: {sorted(tuner.peft_config)}")
+    from peftcore.peft_model import validate_adapter_name
+
+    validate_adapter_name(adapter_name)
     if adapter_name in tuner.peft_config:
         raise ValueError(f"Adapter with name {adapter_name!r} already exists; choose a new adapter_name")
     if combination_type not in ("cat", *_FACTOR_TYPES, *_SVD_TYPES):
@@ -240,7 +243,8 @@ def _fill_layer(
     if kind in _SVD_TYPES:
         deltas = torch.stack([layer._weight_rows(layer.get_delta_weight(a)) for a, _ in present])
         w = torch.tensor([w for _, w in present], dtype=deltas.dtype)
-        delta = combine(deltas, w, kind.removesuffix("_svd"), density, sign_method)
+        rule = "linear" if kind == "svd" else kind.removesuffix("_svd")
+        delta = combine(deltas, w, rule, density, sign_method)
         new_b, new_a = _svd_factors(delta, target_a.shape[0], svd_clamp, full_matrices, driver)
         target_a.copy_(new_a.reshape(target_a.shape).to(target_a.dtype))
         target_b.copy_(new_b.reshape(target_b.shape).to(target_b.dtype))
