@@ -1,6 +1,6 @@
 """peftcore: parameter-efficient fine-tuning with the Hugging Face PEFT API and adapter format."""
 
-from peftcore import tuners  # registers every method before anything looks one up
+from peftcore import tuners as tuners  # registers every method before anything looks one up
 from peftcore._version import __version__
 from peftcore.auto import (
     AutoPeftModel,

@@ -21,7 +21,9 @@ from peftcore.tuners.base_layer import BaseTunerLayer
 def _base_model_of(model: nn.Module) -> nn.Module:
     """The user's model inside a PeftModel (or the model itself when adapters were injected)."""
     get = getattr(model, "get_base_model", None)
-    return get() if callable(get) and isinstance(model, nn.Module) and "base_model" in model._modules else model
+    return (
+        get() if callable(get) and isinstance(model, nn.Module) and "base_model" in model._modules else model
+    )
 
 
 def _base_tensors(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
@@ -34,7 +36,9 @@ def _base_tensors(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, to
         return
     for name, param in module.named_parameters(recurse=False):
         yield f"{prefix}{name}", param
-    persistent = [n for n, _ in module.named_buffers(recurse=False) if n not in module._non_persistent_buffers_set]
+    persistent = [
+        n for n, _ in module.named_buffers(recurse=False) if n not in module._non_persistent_buffers_set
+    ]
     for name in persistent:
         buffer = module._buffers[name]
         if buffer is not None:

@@ -64,13 +64,15 @@ def method_for(config: PeftConfig) -> PeftMethod:
         return PEFT_METHODS[str(peft_type)]
     except KeyError:
         known = ", ".join(sorted(PEFT_METHODS))
-        raise ValueError(f"peft_type={peft_type!r} has no implementation in peftcore; available: {known}") from None
+        raise ValueError(
+            f"peft_type={peft_type!r} has no implementation in peftcore; available: {known}"
+        ) from None
 
 
 def peft_class_for_task(task_type: TaskType | str | None) -> type[PeftModel]:
     """The `PeftModelFor<Task>` class of a task (PeftModel for None or an unknown task)."""
-    from peftcore.task_models import MODEL_TYPE_TO_PEFT_MODEL_MAPPING
     from peftcore.peft_model import PeftModel
+    from peftcore.task_models import MODEL_TYPE_TO_PEFT_MODEL_MAPPING
 
     if task_type is None:
         return PeftModel
@@ -119,7 +121,10 @@ def get_peft_model(
     method_for(peft_config)
     _warn_if_already_adapted(model)
     name_or_path = model.__dict__.get("name_or_path")
-    if peft_config.base_model_name_or_path is not None and peft_config.base_model_name_or_path != name_or_path:
+    if (
+        peft_config.base_model_name_or_path is not None
+        and peft_config.base_model_name_or_path != name_or_path
+    ):
         warnings.warn(
             f"The PEFT config's `base_model_name_or_path` was renamed from "
             f"'{peft_config.base_model_name_or_path}' to '{name_or_path}': the config records the model it "
@@ -188,6 +193,10 @@ def inject_adapter_in_model(
         )
     tuner_cls = method_for(peft_config).model_cls
     tuner = tuner_cls(
-        model, peft_config, adapter_name=adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict
+        model,
+        peft_config,
+        adapter_name=adapter_name,
+        low_cpu_mem_usage=low_cpu_mem_usage,
+        state_dict=state_dict,
     )
     return tuner.model  # type: ignore[return-value]

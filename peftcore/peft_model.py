@@ -19,7 +19,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -38,6 +38,7 @@ from peftcore.serialization import (
     load_peft_weights,
     set_peft_model_state_dict,
 )
+from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
 
 
@@ -65,6 +66,8 @@ def validate_adapter_name(adapter_name: Any) -> str:
 class PeftModel(nn.Module):
     """A base model with one or more adapters. Use `get_peft_model` or `PeftModel.from_pretrained`."""
 
+    base_model: BaseTuner
+
     def __init__(
         self,
         model: nn.Module,
@@ -77,7 +80,7 @@ class PeftModel(nn.Module):
         validate_adapter_name(adapter_name)
         if peft_config.is_prompt_learning:
             raise ValueError(f"{peft_config.peft_type} is not available in this peftcore version")
-        tuner = method_for(peft_config).model_cls
+        tuner: Any = method_for(peft_config).model_cls
         self.base_model = tuner(
             model,
             {adapter_name: peft_config},
@@ -102,8 +105,10 @@ class PeftModel(nn.Module):
         return self.base_model.peft_config
 
     @property
-    def active_adapter(self) -> str | list[str]:
-        return self.base_model.active_adapter
+    def active_adapter(self) -> str:
+        """The active adapter (the first one when several are active: see `active_adapters`)."""
+        names = self.base_model.active_adapters
+        return names[0] if names else ""
 
     @property
     def active_adapters(self) -> list[str]:
@@ -209,7 +214,9 @@ class PeftModel(nn.Module):
     def disable_adapter(self) -> Iterator[None]:
         """Run the base model without any adapter inside the block (merged adapters are unmerged)."""
         states = {
-            m.disable_adapters for m in self.modules() if isinstance(m, BaseTunerLayer | AuxiliaryTrainingWrapper)
+            m.disable_adapters
+            for m in self.modules()
+            if isinstance(m, BaseTunerLayer | AuxiliaryTrainingWrapper)
         }
         if len(states) > 1:
             warnings.warn(
@@ -266,7 +273,9 @@ class PeftModel(nn.Module):
     def gradient_checkpointing_enable(
         self, gradient_checkpointing_kwargs: dict[str, Any] | None = None, **kw: Any
     ) -> None:
-        self.activation_checkpointing_enable(activation_checkpointing_kwargs=gradient_checkpointing_kwargs, **kw)
+        self.activation_checkpointing_enable(
+            activation_checkpointing_kwargs=gradient_checkpointing_kwargs, **kw
+        )
 
     def _adapter_state_keys(self) -> list[str]:
         keys: dict[str, None] = {}
@@ -276,7 +285,9 @@ class PeftModel(nn.Module):
                 keys[mem] = None
         return list(keys)
 
-    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:  # type: ignore[override]
+    def state_dict(
+        self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False
+    ) -> Any:  # type: ignore[override]
         """The adapter state only (all adapters), under in-memory keys. See the module docstring."""
         out: Any = OrderedDict() if destination is None else destination
         params = dict(self.named_parameters(remove_duplicate=False))
@@ -285,7 +296,9 @@ class PeftModel(nn.Module):
             out[prefix + key] = tensor if keep_vars else tensor.detach()
         return out
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:  # type: ignore[override]
         """Load adapter state (a full state dict works too); strict checks only adapter keys."""
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         expected = set(self._adapter_state_keys())
@@ -302,7 +315,7 @@ class PeftModel(nn.Module):
         save_directory: str | os.PathLike[str],
         safe_serialization: bool = True,
         selected_adapters: list[str] | None = None,
-        save_embedding_layers: str | bool = "auto",
+        save_embedding_layers: bool | Literal["auto"] = "auto",
         is_main_process: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -320,13 +333,17 @@ class PeftModel(nn.Module):
         names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
         unknown = [n for n in names if n not in self.peft_config]
         if unknown:
-            raise ValueError(f"selected_adapters {unknown} do not exist; available: {sorted(self.peft_config)}")
+            raise ValueError(
+                f"selected_adapters {unknown} do not exist; available: {sorted(self.peft_config)}"
+            )
         if not is_main_process:
             return
         for name in names:
             out_dir = save_directory if name == "default" else os.path.join(save_directory, name)
             os.makedirs(out_dir, exist_ok=True)
-            tensors = get_peft_model_state_dict(self, adapter_name=name, save_embedding_layers=save_embedding_layers)
+            tensors = get_peft_model_state_dict(
+                self, adapter_name=name, save_embedding_layers=save_embedding_layers
+            )
             config = copy.deepcopy(self.peft_config[name])
             if config.base_model_name_or_path is None:
                 config.base_model_name_or_path = self._base_name_or_path()
@@ -343,7 +360,9 @@ class PeftModel(nn.Module):
 
     def _base_name_or_path(self) -> str | None:
         model = self.get_base_model()
-        name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+        name = getattr(model, "name_or_path", None) or getattr(
+            getattr(model, "config", None), "_name_or_path", None
+        )
         return name or None
 
     def push_to_hub(
@@ -404,7 +423,9 @@ class PeftModel(nn.Module):
         requires_grad = [(p, p.requires_grad) for p in model.parameters()]
         peft_model = target(model, config, adapter_name, autocast_adapter_dtype, low_cpu_mem_usage)
         try:
-            peft_model._load_weights(weights, adapter_name, key_mapping, kwargs.get("ignore_mismatched_sizes", False))
+            peft_model._load_weights(
+                weights, adapter_name, key_mapping, kwargs.get("ignore_mismatched_sizes", False)
+            )
         except Exception:
             peft_model.base_model.unload()
             for param, flag in requires_grad:
@@ -438,10 +459,15 @@ class PeftModel(nn.Module):
         if created:
             config.inference_mode = not is_trainable
             self.add_adapter(
-                adapter_name, config, low_cpu_mem_usage=low_cpu_mem_usage, autocast_adapter_dtype=autocast_adapter_dtype
+                adapter_name,
+                config,
+                low_cpu_mem_usage=low_cpu_mem_usage,
+                autocast_adapter_dtype=autocast_adapter_dtype,
             )
         try:
-            result = self._load_weights(weights, adapter_name, key_mapping, kwargs.get("ignore_mismatched_sizes", False))
+            result = self._load_weights(
+                weights, adapter_name, key_mapping, kwargs.get("ignore_mismatched_sizes", False)
+            )
         except Exception:
             if created:
                 self.delete_adapter(adapter_name)
@@ -460,7 +486,11 @@ class PeftModel(nn.Module):
         if key_mapping is None:
             key_mapping = getattr(self.get_base_model(), "_checkpoint_conversion_mapping", None)
         result = set_peft_model_state_dict(
-            self, weights, adapter_name, ignore_mismatched_sizes=ignore_mismatched_sizes, key_mapping=key_mapping
+            self,
+            weights,
+            adapter_name,
+            ignore_mismatched_sizes=ignore_mismatched_sizes,
+            key_mapping=key_mapping,
         )
         missing = result.missing_keys
         if missing:

@@ -53,7 +53,9 @@ def _prefix_of(config: Any) -> str:
     return method_for(config).prefix
 
 
-def adapter_key_map(model: nn.Module, adapter_name: str, bias: str = "none", prefix: str = "") -> dict[str, str]:
+def adapter_key_map(
+    model: nn.Module, adapter_name: str, bias: str = "none", prefix: str = ""
+) -> dict[str, str]:
     """Map on-disk key → in-memory (`named_parameters`) key for one adapter of a wrapped model.
 
     `model` is the PeftModel (keys start with `base_model.model.`) or any module containing the
@@ -76,7 +78,9 @@ def adapter_key_map(model: nn.Module, adapter_name: str, bias: str = "none", pre
             for disk, memory in module.adapter_state_keys(adapter_name).items():
                 mapping[_clean(f"{dot}{disk}")] = f"{dot}{memory}"
     if bias == "all":
-        inside = {id(p) for m in model.modules() if isinstance(m, AuxiliaryTrainingWrapper) for p in m.parameters()}
+        inside = {
+            id(p) for m in model.modules() if isinstance(m, AuxiliaryTrainingWrapper) for p in m.parameters()
+        }
         for pname, param in model.named_parameters():
             if pname.endswith("bias") and id(param) not in inside:
                 mapping.setdefault(_clean(pname), pname)
@@ -112,8 +116,8 @@ def get_peft_model_state_dict(
     config = model.peft_config[adapter_name]  # type: ignore[index]
     mapping = adapter_key_map(model, adapter_name, getattr(config, "bias", "none"), _prefix_of(config))
     if state_dict is None:
-        tensors = dict(model.named_parameters(remove_duplicate=False))
-        out = {disk: tensors[mem] for disk, mem in mapping.items()}
+        params: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+        out = {disk: params[mem] for disk, mem in mapping.items()}
     else:
         out = {disk: state_dict[mem] for disk, mem in mapping.items() if mem in state_dict}
     targeted = _embedding_targeted(model, config)
@@ -143,7 +147,8 @@ def _wants_embeddings(config: Any, save_embedding_layers: bool | str, targeted: 
         return bool(save_embedding_layers)
     if targeted and not getattr(config, "trainable_token_indices", None):
         warnings.warn(
-            "Setting `save_embedding_layers` to `True` as embedding layers found in `target_modules`.", stacklevel=3
+            "Setting `save_embedding_layers` to `True` as embedding layers found in `target_modules`.",
+            stacklevel=3,
         )
         return True
     return False
@@ -155,11 +160,13 @@ def _embedding_weights(model: nn.Module, targeted: bool) -> dict[str, torch.Tens
     inner = _unwrap_to_transformers(model)
     if inner is None:
         warnings.warn(
-            "Could not identify embedding layer(s) because the model is not a 🤗 transformers model.", stacklevel=3
+            "Could not identify embedding layer(s) because the model is not a 🤗 transformers model.",
+            stacklevel=3,
         )
         return {}
     out: dict[str, torch.Tensor] = {}
-    for layer in (inner.get_input_embeddings(), inner.get_output_embeddings()):
+    getters: Any = inner
+    for layer in (getters.get_input_embeddings(), getters.get_output_embeddings()):
         if layer is None or (targeted and not isinstance(layer, BaseTunerLayer)):
             continue
         source = layer.base_layer if targeted and isinstance(layer, BaseTunerLayer) else layer
@@ -200,7 +207,7 @@ def set_peft_model_state_dict(
     config = model.peft_config[adapter_name]  # type: ignore[index]
     state = _apply_key_mapping(peft_model_state_dict, key_mapping or {})
     mapping = adapter_key_map(model, adapter_name, getattr(config, "bias", "none"), _prefix_of(config))
-    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     tensors.update(dict(model.named_buffers(remove_duplicate=False)))
     cleaned = {_clean(k): k for k in tensors}
     redundant = _redundant_wrapper_keys(model, set(state))
@@ -233,7 +240,8 @@ def set_peft_model_state_dict(
     if unexpected:
         shown = ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else "")
         warnings.warn(
-            f"{len(unexpected)} adapter tensors match no module of the model and were ignored: {shown}", stacklevel=2
+            f"{len(unexpected)} adapter tensors match no module of the model and were ignored: {shown}",
+            stacklevel=2,
         )
     with torch.no_grad():
         for disk, mem in targets.items():
@@ -249,7 +257,9 @@ def set_peft_model_state_dict(
     return _IncompatibleKeys(missing, unexpected)
 
 
-def _apply_key_mapping(state: dict[str, torch.Tensor], key_mapping: dict[str, str]) -> dict[str, torch.Tensor]:
+def _apply_key_mapping(
+    state: dict[str, torch.Tensor], key_mapping: dict[str, str]
+) -> dict[str, torch.Tensor]:
     """Rename keys of an older model layout (transformers' `_checkpoint_conversion_mapping`)."""
     if not key_mapping:
         return state

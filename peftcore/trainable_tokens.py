@@ -78,7 +78,9 @@ class TrainableTokensLayer(nn.Module, BaseTunerLayer):
     def saves_adapter_tensors(self) -> bool:
         return self.tied_adapter is None  # the tied embedding saves the shared rows
 
-    def update_layer(self, adapter_name: str, token_indices: Sequence[int], init_weights: bool = True) -> None:
+    def update_layer(
+        self, adapter_name: str, token_indices: Sequence[int], init_weights: bool = True
+    ) -> None:
         """Make rows `token_indices` trainable for `adapter_name` (their current values, or random)."""
         if self.tied_adapter is not None:
             return
@@ -128,7 +130,9 @@ class TrainableTokensLayer(nn.Module, BaseTunerLayer):
         with torch.no_grad():
             merged = self.get_merged_weights(names)
             if safe_merge and not torch.isfinite(merged).all():
-                raise ValueError(f"NaNs detected in the merged weights. The adapter {names[0]} seems to be broken")
+                raise ValueError(
+                    f"NaNs detected in the merged weights. The adapter {names[0]} seems to be broken"
+                )
             self.weight.data.copy_(merged)
         self.merged_adapters.extend(names)
 
@@ -139,7 +143,9 @@ class TrainableTokensLayer(nn.Module, BaseTunerLayer):
                 index = torch.tensor(self.token_indices[name], device=self.weight.device)
                 self.weight.data.index_copy_(0, index, self.trainable_tokens_original[name].to(self.weight))
 
-    def forward_adapters(self, x: torch.Tensor, adapter_names: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+    def forward_adapters(
+        self, x: torch.Tensor, adapter_names: Sequence[str], *args: Any, **kwargs: Any
+    ) -> Any:
         names = [n for n in adapter_names if n in self.token_indices and n not in self.merged_adapters]
         if self.disable_adapters:
             if self.merged:
@@ -152,7 +158,13 @@ class TrainableTokensLayer(nn.Module, BaseTunerLayer):
         base = self.base_layer
         if isinstance(base, nn.Embedding):
             return F.embedding(
-                x, weight, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse
+                x,
+                weight,
+                base.padding_idx,
+                base.max_norm,
+                base.norm_type,
+                base.scale_grad_by_freq,
+                base.sparse,
             )
         if isinstance(base, nn.Linear):
             return F.linear(x, weight, base.bias)
@@ -168,7 +180,10 @@ class TrainableTokensWrapper(AuxiliaryTrainingWrapper):
     """An embedding (or tied head) with trainable rows per adapter; `token_adapter` does the work."""
 
     adapter_layer_names: tuple[str, ...] = ("token_adapter.trainable_tokens_delta",)
-    other_param_names: tuple[str, ...] = ("token_adapter.token_indices", "token_adapter.trainable_tokens_original")
+    other_param_names: tuple[str, ...] = (
+        "token_adapter.token_indices",
+        "token_adapter.trainable_tokens_original",
+    )
 
     def __init__(
         self,
@@ -177,7 +192,9 @@ class TrainableTokensWrapper(AuxiliaryTrainingWrapper):
         token_indices: Sequence[int],
         tied_adapter: TrainableTokensLayer | None = None,
     ) -> None:
-        if not isinstance(module_to_save, nn.Embedding | nn.Linear) or isinstance(module_to_save, BaseTunerLayer):
+        if not isinstance(module_to_save, nn.Embedding | nn.Linear) or isinstance(
+            module_to_save, BaseTunerLayer
+        ):
             raise TypeError(
                 f"trainable_token_indices cannot be applied to modules of type {type(module_to_save)}: they "
                 "train rows of an nn.Embedding (or of the nn.Linear head tied to it). Point them at the embedding"
@@ -195,7 +212,10 @@ class TrainableTokensWrapper(AuxiliaryTrainingWrapper):
         """The original table lives inside `token_adapter` (registered once)."""
 
     def update(self, adapter_name: str, **kwargs: Any) -> None:
-        if adapter_name not in self.token_adapter.token_indices or self.token_adapter.tied_adapter is not None:
+        if (
+            adapter_name not in self.token_adapter.token_indices
+            or self.token_adapter.tied_adapter is not None
+        ):
             self.token_adapter.update_layer(adapter_name, kwargs["token_indices"])
         self._held.add(adapter_name)
         self._set_trainable(adapter_name, False)

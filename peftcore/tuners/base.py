@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -77,7 +77,9 @@ class BaseTuner(nn.Module):
         )
 
     # -- method hooks -----------------------------------------------------------------------------
-    def _check_target_module(self, config: PeftConfig, adapter_name: str, name: str, module: nn.Module) -> None:
+    def _check_target_module(
+        self, config: PeftConfig, adapter_name: str, name: str, module: nn.Module
+    ) -> None:
         """Raise (ValueError/TypeError) if `module` cannot take this adapter; must not modify anything."""
 
     def _create_and_replace(
@@ -132,7 +134,7 @@ class BaseTuner(nn.Module):
         elif bias == f"{self.prefix}only":
             for module in self.model.modules():
                 if isinstance(module, self.layer_cls) and module.bias is not None:
-                    yield module.bias
+                    yield cast(nn.Parameter, module.bias)
 
     # -- attribute access -------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -204,7 +206,9 @@ class BaseTuner(nn.Module):
             )
         self._check_new_adapter_config(config, adapter_name)
         config = self._prepare_adapter_config(config, model)
-        injector = AdapterInjector(self, model, config, adapter_name, low_cpu_mem_usage, autocast_adapter_dtype)
+        injector = AdapterInjector(
+            self, model, config, adapter_name, low_cpu_mem_usage, autocast_adapter_dtype
+        )
         injector.plan(state_dict)
         self.peft_config[adapter_name] = config
         try:
@@ -254,7 +258,12 @@ class BaseTuner(nn.Module):
             return []
         modules = dict(logical_modules(model))
         if isinstance(spec, dict):
-            found = [(name, list(ids)) for key, ids in spec.items() for name in modules if name and name_matches(name, [key])]
+            found = [
+                (name, list(ids))
+                for key, ids in spec.items()
+                for name in modules
+                if name and name_matches(name, [key])
+            ]
             missing = [key for key in spec if not any(name_matches(n, [key]) for n, _ in found)]
             if missing:
                 raise ValueError(
@@ -318,7 +327,9 @@ class BaseTuner(nn.Module):
                 if not tied:
                     embedding_layer = module.token_adapter
                 continue
-            wrapper = TrainableTokensWrapper(module, adapter_name, ids, tied_adapter=embedding_layer if tied else None)
+            wrapper = TrainableTokensWrapper(
+                module, adapter_name, ids, tied_adapter=embedding_layer if tied else None
+            )
             replace_module(model, name, wrapper)
             if not tied:
                 embedding_layer = wrapper.token_adapter
@@ -487,7 +498,10 @@ class BaseTuner(nn.Module):
         self, merge: bool, safe_merge: bool = False, adapter_names: list[str] | None = None
     ) -> nn.Module:
         all_layers = list(self.tuner_layers())
-        for _, layer in all_layers:  # every merge first: a broken adapter (safe_merge) leaves the model wrapped
+        for (
+            _,
+            layer,
+        ) in all_layers:  # every merge first: a broken adapter (safe_merge) leaves the model wrapped
             if merge:
                 layer.merge(safe_merge=safe_merge, adapter_names=adapter_names)  # type: ignore[attr-defined]
             else:
@@ -560,7 +574,11 @@ def _tied_head(model: nn.Module, embedding: nn.Module | None) -> nn.Module | Non
 
     def weight_of(module: nn.Module) -> Any:
         inner = module.original_module if isinstance(module, AuxiliaryTrainingWrapper) else module
-        return inner.get_base_layer().weight if isinstance(inner, BaseTunerLayer) else getattr(inner, "weight", None)
+        return (
+            inner.get_base_layer().weight
+            if isinstance(inner, BaseTunerLayer)
+            else getattr(inner, "weight", None)
+        )
 
     emb_weight = weight_of(embedding)
     return head if emb_weight is not None and weight_of(head) is emb_weight else None

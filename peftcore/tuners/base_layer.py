@@ -126,8 +126,8 @@ class BaseTunerLayer:
         """Every adapter name this layer holds anything for, sorted."""
         names: set[str] = set()
         for attr in self.adapter_layer_names + self.other_param_names:
-            box = getattr(self, attr, None)
-            if hasattr(box, "keys"):
+            box: Any = getattr(self, attr, None)
+            if box is not None and hasattr(box, "keys"):
                 names.update(box.keys())
         return sorted(names)
 

@@ -67,7 +67,7 @@ class AdapterInjector:
         unmatched: list[str] = []
         from_state_dict = _module_names_in_state_dict(state_dict, self.tuner.prefix)
         extra = set(self.tuner._extra_targets(config))
-        for name, module in logical_modules(self.model):
+        for name, _ in logical_modules(self.model):
             if not name:
                 continue
             outcome = match_module(
@@ -86,7 +86,11 @@ class AdapterInjector:
                 self.targeted.append(name)
             elif outcome is Match.EXCLUDED:
                 excluded.append(name)
-                if targets is not None and name_matches(name, targets) and name_matches(name, self.saved_modules):
+                if (
+                    targets is not None
+                    and name_matches(name, targets)
+                    and name_matches(name, self.saved_modules)
+                ):
                     warnings.warn(
                         f"module {name!r} matches target_modules but is in modules_to_save; it is trained in full "
                         "and not adapted",
@@ -160,7 +164,9 @@ class AdapterInjector:
             unused = sorted(
                 key
                 for key in patterns
-                if not any(re.match(rf"(.*\.)?({key})$", name) for name in self.targeted + self.targeted_parameters)
+                if not any(
+                    re.match(rf"(.*\.)?({key})$", name) for name in self.targeted + self.targeted_parameters
+                )
             )
             if unused:
                 warnings.warn(
@@ -178,7 +184,9 @@ class AdapterInjector:
             self.tuner._create_and_replace(
                 self.config, self.adapter_name, target, child, parent, current_key=name, **self.layer_kwargs
             )
-        self.tuner._inject_parameters(self.config, self.adapter_name, self.model, self.targeted_parameters, **self.layer_kwargs)
+        self.tuner._inject_parameters(
+            self.config, self.adapter_name, self.model, self.targeted_parameters, **self.layer_kwargs
+        )
         self.tuner._add_auxiliary_modules(self.config, self.adapter_name, self.model, self.saved_modules)
         self.tuner._after_injection(self.config, self.adapter_name, self.model)
 

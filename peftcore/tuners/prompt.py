@@ -52,7 +52,9 @@ class PromptLearningConfig(PeftConfig):
         for name in ("num_virtual_tokens", "token_dim", "num_transformer_submodules", "num_layers"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ValueError(f"{name}={value!r} must be a positive integer (or None to take it from the model)")
+                raise ValueError(
+                    f"{name}={value!r} must be a positive integer (or None to take it from the model)"
+                )
 
     @property
     def is_prompt_learning(self) -> bool:
@@ -121,7 +123,9 @@ def prepend_virtual_tokens(inputs_embeds: torch.Tensor, prompts: torch.Tensor) -
     return torch.cat([prompts.to(inputs_embeds.dtype), inputs_embeds], dim=1)
 
 
-def extend_attention_mask(attention_mask: torch.Tensor | None, num_virtual_tokens: int) -> torch.Tensor | None:
+def extend_attention_mask(
+    attention_mask: torch.Tensor | None, num_virtual_tokens: int
+) -> torch.Tensor | None:
     """The mask with `num_virtual_tokens` ones in front (virtual tokens are always attended to)."""
     if attention_mask is None:
         return None

@@ -56,7 +56,11 @@ def two_adapters(**kw: object) -> PeftModel:
 def test_inject_adapter_in_model_adapts_in_place_and_state_dict_round_trips() -> None:
     model = mlp()
     returned = inject_adapter_in_model(LoraConfig(target_modules=["lin0"], modules_to_save=["head"]), model)
-    assert returned is model and isinstance(model.lin0, LoraLayer) and isinstance(model.head, ModulesToSaveWrapper)
+    assert (
+        returned is model
+        and isinstance(model.lin0, LoraLayer)
+        and isinstance(model.head, ModulesToSaveWrapper)
+    )
     sd = get_peft_model_state_dict(model)
     assert set(sd) == {"lin0.lora_A.weight", "lin0.lora_B.weight", "head.weight", "head.bias"}
     other = inject_adapter_in_model(LoraConfig(target_modules=["lin0"], modules_to_save=["head"]), mlp())
@@ -149,9 +153,11 @@ def test_disable_and_enable_adapter_layers() -> None:
     pm.enable_adapter_layers()
     torch.testing.assert_close(pm(X), adapted, atol=0, rtol=0)
     pm.get_base_model().lin0.enable_adapters(False)  # one layer off, the other on
-    with pytest.warns(UserWarning, match="some adapter layers that are enabled and others that are disabled"):
-        with pm.disable_adapter():
-            pass
+    with (
+        pytest.warns(UserWarning, match="some adapter layers that are enabled and others that are disabled"),
+        pm.disable_adapter(),
+    ):
+        pass
     torch.testing.assert_close(pm(X), adapted, atol=0, rtol=0)
 
 
@@ -175,7 +181,7 @@ def test_mixed_batch_errors() -> None:
     pm = two_adapters()
     with pytest.raises(ValueError, match="Length of `adapter_names` should be the same"):
         pm(X, adapter_names=["a"] * 2)
-    with pytest.raises(ValueError, match="non-existing adapter.*nope"):
+    with pytest.raises(ValueError, match=r"non-existing adapter.*nope"):
         pm(X, adapter_names=["nope"] * 6)
     pm.merge_adapter(["a"])
     with pytest.raises(ValueError, match="merged adapters"):

@@ -26,7 +26,14 @@ from peftcore.tuners.prompt import (
 )
 
 ROOT = Path(peftcore.__file__).parent
-SHARED = ("serialization.py", "injection.py", "mapping.py", "tuners/base.py", "tuners/base_layer.py", "tuners/injector.py")
+SHARED = (
+    "serialization.py",
+    "injection.py",
+    "mapping.py",
+    "tuners/base.py",
+    "tuners/base_layer.py",
+    "tuners/injector.py",
+)
 
 
 def test_one_registration_fills_every_view() -> None:
@@ -35,7 +42,9 @@ def test_one_registration_fills_every_view() -> None:
     assert PEFT_TYPE_TO_CONFIG_MAPPING["LORA"] is LoraConfig
     assert PEFT_TYPE_TO_TUNER_MAPPING["LORA"] is LoraModel
     assert PEFT_TYPE_TO_PREFIX_MAPPING["LORA"] == "lora_"
-    register_peft_method(name="lora", config_cls=LoraConfig, model_cls=LoraModel, prefix="lora_")  # idempotent
+    register_peft_method(
+        name="lora", config_cls=LoraConfig, model_cls=LoraModel, prefix="lora_"
+    )  # idempotent
     with pytest.raises(ValueError, match="already registered"):
         register_peft_method(name="lora", config_cls=LoraConfig, model_cls=LoraModel, prefix="other_")
     with pytest.raises(ValueError, match="name='nope' is not a PeftType"):
@@ -77,7 +86,9 @@ def test_shared_modules_name_no_method(relative: str) -> None:
 
 def test_lora_is_built_on_the_shared_bases() -> None:
     assert issubclass(LoraModel, BaseTuner) and issubclass(LoraLayer, BaseTunerLayer)
-    assert not issubclass(LoraLayer, nn.Module), "a plain base: custom layers are `class X(nn.Module, LoraLayer)`"
+    assert not issubclass(LoraLayer, nn.Module), (
+        "a plain base: custom layers are `class X(nn.Module, LoraLayer)`"
+    )
 
 
 def test_a_custom_layer_written_for_hf_peft_plugs_in() -> None:

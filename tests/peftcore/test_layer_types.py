@@ -85,9 +85,19 @@ class EmbeddingNet(nn.Module):
 CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tensor], dict[str, Any], type]] = {
     "conv1d": (ConvNet1d, lambda: torch.randn(3, 4, 8), {"target_modules": ["conv"]}, Conv1d),
     "conv3d": (ConvNet3d, lambda: torch.randn(2, 2, 4, 4, 4), {"target_modules": ["conv"]}, Conv3d),
-    "conv2d-groups": (GroupedConvNet, lambda: torch.randn(2, 8, 5, 5), {"target_modules": ["conv"], "r": 4}, Conv2d),
+    "conv2d-groups": (
+        GroupedConvNet,
+        lambda: torch.randn(2, 8, 5, 5),
+        {"target_modules": ["conv"], "r": 4},
+        Conv2d,
+    ),
     "mha": (AttentionNet, lambda: torch.randn(5, 2, 8), {"target_modules": ["mha"]}, MultiheadAttention),
-    "dora-conv2d": (ConvNet2d, lambda: torch.randn(2, 3, 6, 6), {"target_modules": ["conv"], "use_dora": True}, Conv2d),
+    "dora-conv2d": (
+        ConvNet2d,
+        lambda: torch.randn(2, 3, 6, 6),
+        {"target_modules": ["conv"], "use_dora": True},
+        Conv2d,
+    ),
     "dora-embedding": (
         EmbeddingNet,
         lambda: torch.randint(0, 20, (3, 5)),
@@ -137,7 +147,9 @@ def test_layer_is_wrapped_and_identity_at_init(name: str) -> None:
 def test_merge_matches_forward_and_unmerge_restores(name: str) -> None:
     pm = _wrap(name)
     _perturb(pm)
-    weights = {n: p.detach().clone() for n, p in pm.get_base_model().named_parameters() if not p.requires_grad}
+    weights = {
+        n: p.detach().clone() for n, p in pm.get_base_model().named_parameters() if not p.requires_grad
+    }
     adapted = pm(_inputs(name))
     assert not torch.allclose(adapted, _build(name)(_inputs(name)), atol=1e-4)
     pm.merge_adapter()
@@ -218,7 +230,9 @@ def test_files_move_both_ways_with_hf_peft(name: str, tmp_path: Path) -> None:
     if name != "mha":
         torch.testing.assert_close(loaded(_inputs(name)), hf(_inputs(name)), **TOL)
     else:
-        torch.testing.assert_close(loaded(_inputs(name)), _mha_reference(loaded)(_inputs(name)), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            loaded(_inputs(name)), _mha_reference(loaded)(_inputs(name)), atol=1e-6, rtol=1e-6
+        )
 
 
 def test_mha_refuses_dora_and_separate_kv_dims_before_any_change() -> None:

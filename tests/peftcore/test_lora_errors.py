@@ -93,7 +93,10 @@ def test_bad_rank_pattern_value() -> None:
         ({"task_type": "TRANSLATION"}, r"Invalid task type: 'TRANSLATION'.*CAUSAL_LM"),
         ({"modules_to_save": "lm_head"}, r"modules_to_save='lm_head' must be a list.*\['lm_head'\]"),
         ({"target_modules": [1]}, r"target_modules entries must be module-name strings"),
-        ({"layers_pattern": "layers"}, r"layers_to_transform` must also be specified.*layers_pattern='layers'"),
+        (
+            {"layers_pattern": "layers"},
+            r"layers_to_transform` must also be specified.*layers_pattern='layers'",
+        ),
     ],
 )
 def test_bad_config_values(kwargs: dict[str, Any], pattern: str) -> None:
@@ -295,7 +298,8 @@ def test_unknown_config_key_warns_and_is_ignored(tmp_path: Path) -> None:
     expected = tiny.output(PeftModel.from_pretrained(tiny.build("llama"), directory), tiny.inputs("llama"))
     edit_config(directory, shiny_future_option={"x": 1})
     with pytest.warns(
-        UserWarning, match=r"Unexpected keyword arguments \['shiny_future_option'\] for class LoraConfig, these are ignored"
+        UserWarning,
+        match=r"Unexpected keyword arguments \['shiny_future_option'\] for class LoraConfig, these are ignored",
     ):
         loaded = PeftModel.from_pretrained(tiny.build("llama"), directory)
     assert not hasattr(loaded.peft_config["default"], "shiny_future_option")

@@ -83,7 +83,9 @@ def test_lora_bias_trains_merges_into_the_base_bias_and_matches_hf(tmp_path: Pat
     config = LoraConfig(target_modules=["lin0", "lin1"], lora_bias=True, lora_alpha=16)
     pm = get_peft_model(net(), config).eval()
     assert pm.get_base_model().lin0.lora_B["default"].bias is not None
-    assert torch.count_nonzero(pm.get_base_model().lin0.lora_B["default"].bias) == 0, "B's bias starts at zero"
+    assert torch.count_nonzero(pm.get_base_model().lin0.lora_B["default"].bias) == 0, (
+        "B's bias starts at zero"
+    )
     perturb(pm)
     adapted = pm(TOKENS)
     pm.save_pretrained(tmp_path / "pc")
@@ -133,12 +135,14 @@ def test_target_parameters_adapt_stacked_expert_weights_like_hf(tmp_path: Path) 
 def test_target_parameters_errors() -> None:
     with pytest.raises(TypeError, match="`target_parameters` must be a list of strings or None"):
         LoraConfig(target_parameters="experts.gate_up")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="Trying to wrap an `nn.Parameter` of layer 'proj'"):
+    with pytest.raises(ValueError, match=r"Trying to wrap an `nn\.Parameter` of layer 'proj'"):
         get_peft_model(moe(), LoraConfig(target_modules=["proj"], target_parameters=["proj.weight"]))
     pm = get_peft_model(moe(), LoraConfig(target_modules=[], target_parameters=["experts.gate_up"]))
     with pytest.raises(ValueError, match="all adapters must target the same set of parameters"):
         pm.add_adapter("other", LoraConfig(target_modules=[], target_parameters=["experts.down"]))
-    with pytest.warns(RuntimeWarning, match=r"target_parameters=\['nope'\] were set but no parameter was matched"):
+    with pytest.warns(
+        RuntimeWarning, match=r"target_parameters=\['nope'\] were set but no parameter was matched"
+    ):
         get_peft_model(moe(), LoraConfig(target_modules=["proj"], target_parameters=["nope"]))
 
 
@@ -169,7 +173,9 @@ def test_trainable_tokens_train_only_their_rows_and_match_hf_keys(tmp_path: Path
     peft = pytest.importorskip("peft")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        hf = peft.get_peft_model(net(), peft.LoraConfig(target_modules=["lin0"], trainable_token_indices={"emb": [1, 5]}))
+        hf = peft.get_peft_model(
+            net(), peft.LoraConfig(target_modules=["lin0"], trainable_token_indices={"emb": [1, 5]})
+        )
         hf.save_pretrained(str(tmp_path / "hf"))
     assert disk_keys(tmp_path / "hf") == keys
 
@@ -184,7 +190,9 @@ def test_trainable_tokens_overlapping_adapters_cannot_be_active_together() -> No
 # -- exclude_modules ------------------------------------------------------------------------------
 def test_exclude_modules_edge_cases() -> None:
     pm = get_peft_model(net(), LoraConfig(target_modules=["lin0", "lin1"], exclude_modules=["lin1"]))
-    assert isinstance(pm.get_base_model().lin0, LoraLayer) and not isinstance(pm.get_base_model().lin1, LoraLayer)
+    assert isinstance(pm.get_base_model().lin0, LoraLayer) and not isinstance(
+        pm.get_base_model().lin1, LoraLayer
+    )
     with pytest.raises(ValueError, match="All modules were excluded"):
         get_peft_model(net(), LoraConfig(target_modules=r"lin\d", exclude_modules=r".*"))
     with pytest.raises(ValueError, match="No modules were targeted for adaptation"):
@@ -240,10 +248,18 @@ def test_weight_tying_targets_ties_the_adapters_and_merges_once() -> None:
 
 
 def test_weight_tying_modules_to_save_share_the_copies_and_warnings() -> None:
-    pm = get_peft_model(tied_lm(), LoraConfig(target_modules=["linear"], modules_to_save=["lm_head"], ensure_weight_tying=True))
+    pm = get_peft_model(
+        tied_lm(),
+        LoraConfig(target_modules=["linear"], modules_to_save=["lm_head"], ensure_weight_tying=True),
+    )
     model = pm.get_base_model()
-    assert isinstance(model.embed_tokens, ModulesToSaveWrapper) and isinstance(model.lm_head, ModulesToSaveWrapper)
-    assert model.lm_head.modules_to_save["default"].weight is model.embed_tokens.modules_to_save["default"].weight
+    assert isinstance(model.embed_tokens, ModulesToSaveWrapper) and isinstance(
+        model.lm_head, ModulesToSaveWrapper
+    )
+    assert (
+        model.lm_head.modules_to_save["default"].weight
+        is model.embed_tokens.modules_to_save["default"].weight
+    )
     with pytest.warns(UserWarning, match="`ensure_weight_tying` is not set to True"):
         get_peft_model(tied_lm(), LoraConfig(target_modules=["linear", "lm_head"]))
     with pytest.warns(UserWarning, match="no tied modules are added"):

@@ -26,8 +26,10 @@ def normalise(test_id: str) -> str:
 
 def main() -> None:
     selection, collected_path, resolved_out, renames_out = sys.argv[1:5]
-    wanted = [line.strip() for line in open(selection) if line.strip()]
-    collected = {line.strip() for line in open(collected_path) if "::" in line}
+    with open(selection) as fh:
+        wanted = [line.strip() for line in fh if line.strip()]
+    with open(collected_path) as fh:
+        collected = {line.strip() for line in fh if "::" in line}
     by_normal: dict[str, list[str]] = defaultdict(list)
     for test_id in collected:
         by_normal[normalise(test_id)].append(test_id)

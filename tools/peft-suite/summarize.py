@@ -72,7 +72,10 @@ def main() -> None:
             denominator = [i for i in ids if real.get(tsv_id(i), ("missing",))[0] == "passed"]
             basis = f"pass on real peft per {args.real}"
         else:
-            denominator, basis = ids, "the whole selection (no real-peft run given: not all of it passes there)"
+            denominator, basis = (
+                ids,
+                "the whole selection (no real-peft run given: not all of it passes there)",
+            )
         outcomes = collections.Counter(shim.get(tsv_id(i), ("not run", ""))[0] for i in denominator)
         passed = outcomes["passed"]
         excl = [i for i in denominator if i in excluded]

@@ -151,7 +151,9 @@ class LoraConfig(PeftConfig):
             raise ValueError("DoRA does not support megatron_core, please set `use_dora=False`.")
         if self.lora_bias:
             if self.use_dora:
-                raise ValueError("The argument lora_bias=True is not supported for DoRA, please pass use_dora=False")
+                raise ValueError(
+                    "The argument lora_bias=True is not supported for DoRA, please pass use_dora=False"
+                )
             if self.init_lora_weights not in (True, False):
                 raise ValueError(
                     f"The argument lora_bias=True is not supported for init_lora_weights={self.init_lora_weights!r}; "

@@ -43,7 +43,7 @@ class _ConvNd(nn.Module, LoraLayer):
     ) -> None:
         nn.Module.__init__(self)
         LoraLayer.__init__(self, base_layer, **kwargs)
-        dim = self.get_base_layer().weight.dim()
+        dim = cast(Any, self.get_base_layer()).weight.dim()
         if dim != self.kernel_dim:
             raise ValueError(
                 f"{type(self).__name__} needs a base layer whose weight has {self.kernel_dim} dimensions, got {dim}; "
@@ -70,7 +70,9 @@ class _ConvNd(nn.Module, LoraLayer):
                 "LoRA adapter added to ConvNd layer with groups > 1. Merging is not supported.", stacklevel=4
             )
 
-    def _create_adapter(self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]) -> None:
+    def _create_adapter(
+        self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]
+    ) -> None:
         base = self._conv
         conv_cls: Any = _CONV_BY_DIM[self.kernel_dim]
         ones = (1,) * (self.kernel_dim - 2)
@@ -90,8 +92,8 @@ class _ConvNd(nn.Module, LoraLayer):
         )
 
     def _lora_rows(self, adapter_name: str) -> torch.Tensor:
-        a = cast(nn.Module, self.lora_A[adapter_name]).weight
-        b = cast(nn.Module, self.lora_B[adapter_name]).weight
+        a = cast(Any, self.lora_A[adapter_name]).weight
+        b = cast(Any, self.lora_B[adapter_name]).weight
         if a.device.type == "cpu" and a.dtype in (torch.float16, torch.bfloat16):
             return (b.flatten(1).float() @ a.flatten(1).float()).to(a.dtype)
         return b.flatten(1) @ a.flatten(1)  # (out, in · kernel)
@@ -112,7 +114,7 @@ class _ConvNd(nn.Module, LoraLayer):
 
     def _lora_output(self, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
         a, b = self.lora_A[adapter_name], self.lora_B[adapter_name]
-        x = self._cast_input_dtype(x, cast(nn.Module, a).weight.dtype)
+        x = self._cast_input_dtype(x, cast(Any, a).weight.dtype)
         return b(a(self.lora_dropout[adapter_name](x))) * self.scaling[adapter_name]
 
     def forward(self, x: torch.Tensor, *args: Any, adapter_names: Any = None, **kwargs: Any) -> torch.Tensor:
@@ -134,7 +136,7 @@ class _ConvNd(nn.Module, LoraLayer):
     def _dora_update(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """(m/‖W+sBA‖ − 1)·conv(x, W) + (m/‖W+sBA‖)·s·B(A(x)), per output channel."""
         base = self._conv
-        a = cast(nn.Module, self.lora_A[name])
+        a = cast(Any, self.lora_A[name])
         xa = self.lora_dropout[name](self._cast_input_dtype(x, a.weight.dtype))
         magnitude = self._magnitude(name)
         norm = self._dora_norm(name, base.weight.detach()).detach()

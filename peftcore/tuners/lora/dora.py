@@ -25,13 +25,15 @@ class DoraMagnitude(nn.Module):
         self.weight = nn.Parameter(magnitude)
 
 
-def weight_norm(weight_rows: torch.Tensor, lora_rows: torch.Tensor, scaling: float) -> torch.Tensor:
+def weight_norm(
+    weight_rows: torch.Tensor, lora_rows: torch.Tensor, scaling: float | torch.Tensor
+) -> torch.Tensor:
     """‖W + s·B A‖ per row."""
     return torch.linalg.norm(weight_rows + scaling * lora_rows, dim=1)
 
 
 def merge_rows(
-    weight_rows: torch.Tensor, lora_rows: torch.Tensor, scaling: float, magnitude: torch.Tensor
+    weight_rows: torch.Tensor, lora_rows: torch.Tensor, scaling: float | torch.Tensor, magnitude: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(W', the norm used): the merged weight rows and the per-row norm needed to unmerge."""
     combined = weight_rows + scaling * lora_rows
@@ -40,7 +42,11 @@ def merge_rows(
 
 
 def unmerge_rows(
-    merged_rows: torch.Tensor, lora_rows: torch.Tensor, scaling: float, magnitude: torch.Tensor, norm: torch.Tensor
+    merged_rows: torch.Tensor,
+    lora_rows: torch.Tensor,
+    scaling: float | torch.Tensor,
+    magnitude: torch.Tensor,
+    norm: torch.Tensor,
 ) -> torch.Tensor:
     """W from W' (inverse of `merge_rows`, given the norm it returned)."""
     return merged_rows / (magnitude / norm).unsqueeze(1) - scaling * lora_rows

@@ -51,10 +51,16 @@ class Embedding(nn.Module, LoraLayer):
                 "lora_bias=False or exclude the embedding from target_modules"
             )
 
-    def _create_adapter(self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]) -> None:
+    def _create_adapter(
+        self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]
+    ) -> None:
         table = self._table
-        self.lora_embedding_A[adapter_name] = nn.Parameter(torch.randn(r, table.num_embeddings, **tensor_kwargs))
-        self.lora_embedding_B[adapter_name] = nn.Parameter(torch.randn(table.embedding_dim, r, **tensor_kwargs))
+        self.lora_embedding_A[adapter_name] = nn.Parameter(
+            torch.randn(r, table.num_embeddings, **tensor_kwargs)
+        )
+        self.lora_embedding_B[adapter_name] = nn.Parameter(
+            torch.randn(table.embedding_dim, r, **tensor_kwargs)
+        )
 
     def reset_lora_parameters(self, adapter_name: str, init_lora_weights: bool | str) -> None:
         if init_lora_weights is False or adapter_name not in self.lora_embedding_A:

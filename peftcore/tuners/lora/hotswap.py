@@ -75,7 +75,7 @@ def hotswap_adapter(
     """
     hub = {k: kwargs.get(k) for k in ("subfolder", "revision", "token")}
     config = PeftConfig.from_pretrained(model_name_or_path, **hub)
-    check_hotswap_configs_compatible(model.peft_config[adapter_name], config)  # type: ignore[index]
+    check_hotswap_configs_compatible(cast(Any, model).peft_config[adapter_name], config)
     weights = load_peft_weights(model_name_or_path, device=torch_device, **hub)
     hotswap_adapter_from_state_dict(model, weights, adapter_name, cast(LoraConfig, config))
 
@@ -88,7 +88,7 @@ def hotswap_adapter_from_state_dict(
     parameter_prefix: str = "lora_",
 ) -> None:
     """Copy `state_dict` (on-disk keys) into the tensors of `adapter_name` and rescale its layers."""
-    current = model.peft_config[adapter_name]  # type: ignore[index]
+    current = cast(Any, model).peft_config[adapter_name]
     mapping = adapter_key_map(model, adapter_name, getattr(current, "bias", "none"), _prefix_of(current))
     unexpected = [key for key in state_dict if key not in mapping]
     if unexpected:
@@ -130,11 +130,15 @@ def _copy_into(model: nn.Module, memory_key: str, target: torch.Tensor, new: tor
         target.copy_(new)
         return
     container = next((c for c in _RANK_DIM if f".{c}." in f".{memory_key}"), None)
-    dim = _RANK_DIM.get(container or "", None)
-    if dim is None or new.dim() != target.dim() or any(
-        a != b for i, (a, b) in enumerate(zip(new.shape, target.shape, strict=True)) if i != dim
+    dim = _RANK_DIM.get(container or "")
+    if (
+        dim is None
+        or new.dim() != target.dim()
+        or any(a != b for i, (a, b) in enumerate(zip(new.shape, target.shape, strict=True)) if i != dim)
     ):
-        raise RuntimeError(f"Hot swapping {memory_key!r}: shape {tuple(new.shape)} does not fit {tuple(target.shape)}")
+        raise RuntimeError(
+            f"Hot swapping {memory_key!r}: shape {tuple(new.shape)} does not fit {tuple(target.shape)}"
+        )
     if new.shape[dim] <= target.shape[dim]:  # a model padded by prepare_model_for_compiled_hotswap
         target.zero_()
         _copy_padded(model, memory_key, target, new, dim)
@@ -142,7 +146,9 @@ def _copy_into(model: nn.Module, memory_key: str, target: torch.Tensor, new: tor
         target.data = new.clone()
 
 
-def _copy_padded(model: nn.Module, memory_key: str, target: torch.Tensor, new: torch.Tensor, dim: int) -> None:
+def _copy_padded(
+    model: nn.Module, memory_key: str, target: torch.Tensor, new: torch.Tensor, dim: int
+) -> None:
     """Copy `new` into the leading part of `target` along `dim`; group by group for grouped conv A."""
     layer_path = memory_key.split(".lora_")[0]
     layer = model.get_submodule(layer_path)
@@ -208,7 +214,7 @@ def prepare_model_for_compiled_hotswap(
 def _pad_layer(layer: LoraLayer, target_rank: int) -> None:
     groups = getattr(layer.get_base_layer(), "groups", 1)
     for name in list(layer.lora_A.keys()):
-        rank = cast(nn.Module, layer.lora_A[name]).weight.shape[0]
+        rank = cast(Any, layer.lora_A[name]).weight.shape[0]
         if target_rank < rank:
             raise ValueError(
                 f"Trying to pad the adapter to the target rank {target_rank}, but the original rank is larger "
@@ -222,13 +228,13 @@ def _pad_layer(layer: LoraLayer, target_rank: int) -> None:
             )
         if target_rank == rank:
             continue
-        layer.lora_A[name] = _padded(cast(nn.Module, layer.lora_A[name]), target_rank, 0, groups)
-        layer.lora_B[name] = _padded(cast(nn.Module, layer.lora_B[name]), target_rank, 1, groups)
+        layer.lora_A[name] = _padded(cast(Any, layer.lora_A[name]), target_rank, 0, groups)
+        layer.lora_B[name] = _padded(cast(Any, layer.lora_B[name]), target_rank, 1, groups)
 
 
 def _padded(module: nn.Module, target_rank: int, dim: int, groups: int) -> nn.Module:
     """A copy of a LoRA A (dim 0) or B (dim 1) module with rank `target_rank`, the extra part zero."""
-    weight = module.weight
+    weight = cast(torch.Tensor, cast(Any, module).weight)
     shape = list(weight.shape)
     shape[dim] = target_rank if dim == 0 else target_rank // groups
     padded = torch.zeros(shape, dtype=weight.dtype, device=weight.device)

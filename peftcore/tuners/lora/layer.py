@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from peftcore.errors import PeftWarning
 from peftcore.tuners.base_layer import BaseTunerLayer
 from peftcore.tuners.lora import dora
 from peftcore.tuners.lora.config import LoraConfig
-from peftcore.errors import PeftWarning
 
 
 def adapter_dtype_for(base_weight: torch.Tensor, autocast_adapter_dtype: bool = True) -> torch.dtype:
@@ -55,7 +55,11 @@ def _features_of(base: nn.Module) -> tuple[int | None, int | None]:
         return base.num_embeddings, base.embedding_dim
     if isinstance(base, nn.MultiheadAttention):
         return base.embed_dim, 3 * base.embed_dim
-    warnings.warn(f"Unsupported layer type '{type(base)}' encountered, proceed at your own risk.", UserWarning)
+    warnings.warn(
+        f"Unsupported layer type '{type(base)}' encountered, proceed at your own risk.",
+        UserWarning,
+        stacklevel=5,
+    )
     return getattr(base, "in_features", None), getattr(base, "out_features", None)
 
 
@@ -69,7 +73,14 @@ class LoraLayer(BaseTunerLayer):
         "lora_embedding_B",
         "lora_magnitude_vector",
     )
-    other_param_names: tuple[str, ...] = ("r", "lora_alpha", "scaling", "lora_dropout", "use_dora", "lora_bias")
+    other_param_names: tuple[str, ...] = (
+        "r",
+        "lora_alpha",
+        "scaling",
+        "lora_dropout",
+        "use_dora",
+        "lora_bias",
+    )
     # Read in_features / out_features off the wrapped module's type (a layer that knows better says no).
     infer_features = True
 
@@ -77,7 +88,8 @@ class LoraLayer(BaseTunerLayer):
         BaseTunerLayer.__init__(self, base_layer)
         self.r: dict[str, int] = {}
         self.lora_alpha: dict[str, float] = {}
-        self.scaling: dict[str, float] = {}
+        # Floats; tensors after prepare_model_for_compiled_hotswap (so a swap changes no constant).
+        self.scaling: dict[str, float | torch.Tensor] = {}
         self.use_dora: dict[str, bool] = {}
         self.lora_bias: dict[str, bool] = {}
         self.lora_dropout = nn.ModuleDict()
@@ -96,7 +108,9 @@ class LoraLayer(BaseTunerLayer):
     def _check_update(self, adapter_name: str, r: int, config: LoraConfig) -> None:
         """Raise if this layer type cannot take the adapter (before anything is created)."""
 
-    def _create_adapter(self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]) -> None:
+    def _create_adapter(
+        self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]
+    ) -> None:
         """Create the adapter's A and B (in `lora_A`/`lora_B` or `lora_embedding_A`/`_B`)."""
         raise NotImplementedError
 
@@ -164,8 +178,8 @@ class LoraLayer(BaseTunerLayer):
         """(Re)initialise A and B: B = 0 (the identity at start) unless `init_lora_weights` is False."""
         if init_lora_weights is False or adapter_name not in self.lora_A:
             return
-        a = cast(nn.Module, self.lora_A[adapter_name])
-        b = cast(nn.Module, self.lora_B[adapter_name])
+        a: Any = self.lora_A[adapter_name]
+        b: Any = self.lora_B[adapter_name]
         with torch.no_grad():
             if init_lora_weights == "orthogonal":
                 _orthogonal_pair(a.weight, b.weight)
@@ -184,11 +198,13 @@ class LoraLayer(BaseTunerLayer):
         else:
             with torch.no_grad():
                 norm = self._dora_norm(adapter_name, self.weight.detach())
-        magnitude = self._magnitude_shape(norm).to(dtype=tensor_kwargs["dtype"], device=tensor_kwargs["device"])
+        magnitude = self._magnitude_shape(norm).to(
+            dtype=tensor_kwargs["dtype"], device=tensor_kwargs["device"]
+        )
         self.lora_magnitude_vector[adapter_name] = dora.DoraMagnitude(magnitude.contiguous())
 
     def _magnitude(self, adapter_name: str) -> torch.Tensor:
-        return cast(nn.Module, self.lora_magnitude_vector[adapter_name]).weight
+        return cast(torch.Tensor, cast(Any, self.lora_magnitude_vector[adapter_name]).weight)
 
     def adapter_tensor_keys(self, adapter_name: str) -> dict[str, str]:
         """On-disk key → in-memory key (relative to this layer); DoRA's magnitude is saved without `.weight`."""
@@ -229,7 +245,9 @@ class LoraLayer(BaseTunerLayer):
             return weight.to(delta.dtype) + delta
         lora = self._lora_rows(name)
         magnitude = self._magnitude(name).reshape(-1)
-        merged, norm = dora.merge_rows(self._weight_rows(weight).to(lora.dtype), lora, self.scaling[name], magnitude)
+        merged, norm = dora.merge_rows(
+            self._weight_rows(weight).to(lora.dtype), lora, self.scaling[name], magnitude
+        )
         self._dora_norm_at_merge[name] = norm
         return self._weight_from_rows(merged, weight)
 
@@ -240,13 +258,15 @@ class LoraLayer(BaseTunerLayer):
         lora = self._lora_rows(name)
         norm = self._dora_norm_at_merge.pop(name)
         magnitude = self._magnitude(name).reshape(-1)
-        rows = dora.unmerge_rows(self._weight_rows(weight).to(lora.dtype), lora, self.scaling[name], magnitude, norm)
+        rows = dora.unmerge_rows(
+            self._weight_rows(weight).to(lora.dtype), lora, self.scaling[name], magnitude, norm
+        )
         return self._weight_from_rows(rows, weight)
 
     def _merged_by_tied_source(self) -> bool:
         """True for a head whose adapter is tied to the input embedding's and whose base weight is the
         embedding's (ensure_weight_tying): merging through the embedding already changes that weight."""
-        source = getattr(self, "_tied_lora_source", None)
+        source: Any = getattr(self, "_tied_lora_source", None)
         return bool(source) and source[0].get_base_layer().weight is self.get_base_layer().weight
 
     def _check_mergeable(self, adapter_name: str) -> None:
@@ -259,7 +279,7 @@ class LoraLayer(BaseTunerLayer):
     def _bias_delta(self, adapter_name: str) -> torch.Tensor | None:
         if not self.lora_bias.get(adapter_name):
             return None
-        bias = cast(nn.Module, self.lora_B[adapter_name]).bias
+        bias: torch.Tensor | None = cast(Any, self.lora_B[adapter_name]).bias
         return None if bias is None else bias * self.scaling[adapter_name]
 
     def merge(self, safe_merge: bool = False, adapter_names: Sequence[str] | None = None) -> None:
@@ -269,7 +289,7 @@ class LoraLayer(BaseTunerLayer):
             safe_merge: compute the result first and refuse it if it is not finite.
             adapter_names: the adapters to merge; default: the active ones.
         """
-        base = self.get_base_layer()
+        base: Any = self.get_base_layer()
         weight = self.weight
         for name in self.adapters_to_merge(adapter_names):
             if name not in self.r:
@@ -282,7 +302,9 @@ class LoraLayer(BaseTunerLayer):
                 new_weight = self._merged_weight(name, weight.detach())
                 delta_b = self._bias_delta(name)
                 new_bias = None if delta_b is None else base.bias.detach() + delta_b.to(base.bias.dtype)
-                finite = torch.isfinite(new_weight).all() and (new_bias is None or torch.isfinite(new_bias).all())
+                finite = torch.isfinite(new_weight).all() and (
+                    new_bias is None or torch.isfinite(new_bias).all()
+                )
                 if safe_merge and not finite:
                     self._dora_norm_at_merge.pop(name, None)
                     raise ValueError(
@@ -296,7 +318,7 @@ class LoraLayer(BaseTunerLayer):
 
     def unmerge(self) -> None:
         """Subtract every merged adapter from the base weight, newest first."""
-        base = self.get_base_layer()
+        base: Any = self.get_base_layer()
         weight = self.weight
         while self.merged_adapters:
             name = self.merged_adapters.pop()
@@ -383,7 +405,9 @@ class Linear(nn.Module, LoraLayer):
         if config is not None and r > 0:
             self.update_layer(adapter_name, r, lora_alpha, config, **kwargs)
 
-    def _create_adapter(self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]) -> None:
+    def _create_adapter(
+        self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]
+    ) -> None:
         self.lora_A[adapter_name] = nn.Linear(self.in_features, r, bias=False, **tensor_kwargs)
         self.lora_B[adapter_name] = nn.Linear(r, self.out_features, bias=lora_bias, **tensor_kwargs)
 
@@ -428,7 +452,9 @@ class Linear(nn.Module, LoraLayer):
             elif lora_B.bias is not None:
                 result = result + (lora_B(lora_A(xa)) * scaling).to(result.dtype)
             elif result.dtype == lora_B.weight.dtype and not isinstance(scaling, torch.Tensor):
-                result = self._add_lora_gemm(result, F.linear(xa, lora_A.weight), lora_B.weight, scaling, owned)
+                result = self._add_lora_gemm(
+                    result, F.linear(xa, lora_A.weight), lora_B.weight, scaling, owned
+                )
             else:
                 # The GEMM's output is fresh and not kept for backward: scaling it in place is safe.
                 update = F.linear(F.linear(xa, lora_A.weight), lora_B.weight).mul_(scaling).to(result.dtype)
@@ -471,7 +497,9 @@ class Linear(nn.Module, LoraLayer):
         magnitude = self._magnitude(name)
         norm = self._dora_norm(name, weight.detach()).detach()
         scale = (magnitude / norm).view(*([1] * (result.dim() - 1)), -1)
-        lora_out = F.linear(F.linear(xa, _linear(self.lora_A, name).weight), _linear(self.lora_B, name).weight)
+        lora_out = F.linear(
+            F.linear(xa, _linear(self.lora_A, name).weight), _linear(self.lora_B, name).weight
+        )
         if isinstance(self.lora_dropout[name], nn.Identity) or not self.training:
             base_out = result.to(magnitude.dtype)
             if self.bias is not None:

@@ -97,13 +97,26 @@ class MultiheadAttention(nn.Module, LoraLayer):
     def merge_masks(self, *args: Any, **kwargs: Any) -> Any:
         return cast(nn.MultiheadAttention, self.get_base_layer()).merge_masks(*args, **kwargs)
 
-    def _create_adapter(self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]) -> None:
+    def _create_adapter(
+        self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]
+    ) -> None:
         self.lora_A[adapter_name] = nn.Linear(self.in_features, r, bias=False, **tensor_kwargs)
         self.lora_B[adapter_name] = nn.Linear(r, self.out_features, bias=False, **tensor_kwargs)
 
-    def update_layer(self, adapter_name: str, r: int, lora_alpha: float, config: LoraConfig, **kwargs: Any) -> None:
-        super().update_layer(adapter_name, r, lora_alpha, config, **kwargs)
-        self._out_proj.update_layer(adapter_name, r, lora_alpha, config, **kwargs)
+    def update_layer(
+        self,
+        adapter_name: str,
+        r: int,
+        lora_alpha: float,
+        config: LoraConfig,
+        low_cpu_mem_usage: bool = False,
+        autocast_adapter_dtype: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """Add the adapter to the q/k/v projection here and to the output projection's layer."""
+        options = {"low_cpu_mem_usage": low_cpu_mem_usage, "autocast_adapter_dtype": autocast_adapter_dtype}
+        super().update_layer(adapter_name, r, lora_alpha, config, **options, **kwargs)
+        self._out_proj.update_layer(adapter_name, r, lora_alpha, config, **options, **kwargs)
 
     def _lora_rows(self, adapter_name: str) -> torch.Tensor:
         a = cast(nn.Linear, self.lora_A[adapter_name]).weight
@@ -143,9 +156,9 @@ class MultiheadAttention(nn.Module, LoraLayer):
         if self._skip_adapters():
             return self.base_layer(query, *args, **kwargs)
         mha = cast(nn.MultiheadAttention, self.base_layer)
-        in_w = mha.in_proj_weight
+        in_w: torch.Tensor = mha.in_proj_weight
         out_layer = self._out_proj
-        out_w = out_layer.get_base_layer().weight
+        out_w = cast(torch.Tensor, cast(Any, out_layer.get_base_layer()).weight)
         new_in, new_out = in_w, out_w
         for name in self.active_adapters:
             if name in self.r and name not in self.merged_adapters:

@@ -18,13 +18,13 @@ from peftcore.config import PeftConfig
 from peftcore.constants import LORA_DEFAULT_TARGETS
 from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
+from peftcore.tuners.lora import param as param_lora
+from peftcore.tuners.lora import tying, weighted
 from peftcore.tuners.lora.config import LoraConfig
 from peftcore.tuners.lora.conv import Conv1d, Conv2d, Conv3d
 from peftcore.tuners.lora.embedding import Embedding
 from peftcore.tuners.lora.layer import Linear, LoraLayer
 from peftcore.tuners.lora.mha import MultiheadAttention
-from peftcore.tuners.lora import param as param_lora
-from peftcore.tuners.lora import tying, weighted
 
 # HF PEFT's name for the default-targets table; the same dict object as in constants.
 TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING = LORA_DEFAULT_TARGETS
@@ -65,7 +65,9 @@ class LoraModel(BaseTuner):
     method_name: ClassVar[str] = "LoRA"
 
     # -- which layer, and can it take this adapter ------------------------------------------------
-    def _check_target_module(self, config: PeftConfig, adapter_name: str, name: str, module: nn.Module) -> None:
+    def _check_target_module(
+        self, config: PeftConfig, adapter_name: str, name: str, module: nn.Module
+    ) -> None:
         config = cast(LoraConfig, config)
         layer_cls = lora_layer_class(config, module)
         if layer_cls is None:
@@ -113,7 +115,12 @@ class LoraModel(BaseTuner):
         extra: dict[str, Any] = {}
         if layer_cls is Linear:
             extra = self._linear_layout(config, target, current_key)
-        new = layer_cls(target, adapter_name, config=config, r=r, lora_alpha=alpha, **extra, **kwargs)  # type: ignore[call-arg]
+        if layer_cls is None:  # checked in _check_target_module; kept for a clear error if called directly
+            raise ValueError(
+                f"Target module {current_key!r} ({type(target).__name__}) cannot be wrapped by LoRA"
+            )
+        factory: Any = layer_cls
+        new = factory(target, adapter_name, config=config, r=r, lora_alpha=alpha, **extra, **kwargs)
         setattr(parent, target_name, new)
 
     @staticmethod

@@ -50,7 +50,9 @@ class ParamWrapper(nn.Module, LoraLayer):
                 f"lora.ParamWrapper adapts 2-d and 3-d parameters; {parameter_name!r} has shape {tuple(shape)}"
             )
         self.num_experts = 1 if len(shape) == 2 else int(shape[0])
-        self.in_features, self.out_features = (shape[1], shape[0]) if len(shape) == 2 else (shape[2], shape[1])
+        self.in_features, self.out_features = (
+            (shape[1], shape[0]) if len(shape) == 2 else (shape[2], shape[1])
+        )
         self._active_adapter = adapter_name
         if config is not None and r > 0:
             self.update_layer(adapter_name, r, lora_alpha, config, **kwargs)
@@ -78,9 +80,13 @@ class ParamWrapper(nn.Module, LoraLayer):
             ("use_dora=True", config.use_dora),
         ):
             if value:
-                raise ValueError(f"lora.ParamWrapper does not work with {flag}; adapt this parameter without it")
+                raise ValueError(
+                    f"lora.ParamWrapper does not work with {flag}; adapt this parameter without it"
+                )
 
-    def _create_adapter(self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]) -> None:
+    def _create_adapter(
+        self, adapter_name: str, r: int, lora_bias: bool, tensor_kwargs: dict[str, Any]
+    ) -> None:
         rank = r * self.num_experts
         self.lora_A[adapter_name] = nn.Linear(self.in_features, rank, bias=False, **tensor_kwargs)
         self.lora_B[adapter_name] = nn.Linear(rank, self.out_features, bias=False, **tensor_kwargs)
@@ -103,7 +109,9 @@ class ParamWrapper(nn.Module, LoraLayer):
         return weight.to(delta.dtype) + delta
 
     def _lora_output(self, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
-        raise TypeError("lora.ParamWrapper does not support mixed adapter batches; call without adapter_names")
+        raise TypeError(
+            "lora.ParamWrapper does not support mixed adapter batches; call without adapter_names"
+        )
 
     def forward(self, x: Any, *args: Any, adapter_names: Any = None, **kwargs: Any) -> Any:
         if adapter_names is not None:
@@ -175,7 +183,9 @@ def inject(config: LoraConfig, adapter_name: str, model: nn.Module, names: list[
             parent, child = get_submodule_parent(model, module_name)
             setattr(parent, child, new)
         else:
-            raise ValueError(f"target_parameters entry {full!r} belongs to the model itself; target a submodule's parameter")
+            raise ValueError(
+                f"target_parameters entry {full!r} belongs to the model itself; target a submodule's parameter"
+            )
 
 
 def _find_wrapper(module: nn.Module, param_name: str) -> ParamWrapper | None:

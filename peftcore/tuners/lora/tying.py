@@ -40,8 +40,8 @@ def _unwrapped(module: nn.Module) -> nn.Module:
 
 def tied_module_names(model: nn.Module) -> tuple[str | None, list[str]]:
     """(name of the input embedding, names of the modules tied to it) when the model's config ties them."""
-    config = getattr(model, "config", None)
-    data = config.to_dict() if hasattr(config, "to_dict") else {}
+    config: Any = getattr(model, "config", None)
+    data = config.to_dict() if config is not None and hasattr(config, "to_dict") else {}
     get_in = getattr(model, "get_input_embeddings", None)
     if not data.get("tie_word_embeddings") or not callable(get_in) or get_in() is None:
         return None, []

@@ -20,7 +20,6 @@ import re
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from torch import nn
 
 from peftcore.tuners.lora.config import LoraConfig
 from peftcore.tuners.lora.layer import LoraLayer
@@ -58,7 +57,9 @@ def _majority_sign(t: torch.Tensor, method: str) -> torch.Tensor:
     raise ValueError(f"majority_sign_method={method!r} must be 'total' or 'frequency'")
 
 
-def combine(tensors: torch.Tensor, weights: torch.Tensor, kind: str, density: float, sign_method: str) -> torch.Tensor:
+def combine(
+    tensors: torch.Tensor, weights: torch.Tensor, kind: str, density: float, sign_method: str
+) -> torch.Tensor:
     """Merge stacked `tensors` (n, ...) with `weights` (n,) by rule `kind` (linear, ties, dare_*, magnitude_prune)."""
     w = weights.to(tensors.dtype).view(-1, *([1] * (tensors.dim() - 1)))
     if kind == "linear":
@@ -137,8 +138,18 @@ def add_weighted_adapter(
         if adapter_name not in layer.r:
             continue
         with torch.no_grad():
-            _fill_layer(layer, adapters, weights, adapter_name, combination_type, svd_clamp, svd_full_matrices,
-                        svd_driver, density or 1.0, majority_sign_method)
+            _fill_layer(
+                layer,
+                adapters,
+                weights,
+                adapter_name,
+                combination_type,
+                svd_clamp,
+                svd_full_matrices,
+                svd_driver,
+                density or 1.0,
+                majority_sign_method,
+            )
 
 
 def _check_request(
@@ -168,10 +179,14 @@ def _check_request(
         )
     configs = [cast(LoraConfig, tuner.peft_config[a]) for a in adapters]
     if any(c.use_dora for c in configs):
-        raise ValueError("add_weighted_adapter does not support DoRA adapters: their magnitudes cannot be combined")
+        raise ValueError(
+            "add_weighted_adapter does not support DoRA adapters: their magnitudes cannot be combined"
+        )
     base_type = combination_type.removesuffix("_svd")
     if base_type in _DENSITY_TYPES and (density is None or not 0.0 < density <= 1.0):
-        raise ValueError(f"combination_type={combination_type!r} needs density in (0, 1], got density={density!r}")
+        raise ValueError(
+            f"combination_type={combination_type!r} needs density in (0, 1], got density={density!r}"
+        )
     if combination_type in _FACTOR_TYPES and len({c.r for c in configs}) != 1:
         raise ValueError(
             f"All adapters must have the same r value when using combination_type={combination_type!r}, got "
@@ -197,7 +212,9 @@ def _copy_saved_modules(tuner: LoraModel, adapters: list[str], adapter_name: str
         sources = [a for a in adapters if a in wrapper.adapter_names_held()]
         if sources and isinstance(wrapper, ModulesToSaveWrapper):
             wrapper.update(adapter_name)
-            wrapper.modules_to_save[adapter_name].load_state_dict(wrapper.modules_to_save[sources[0]].state_dict())
+            wrapper.modules_to_save[adapter_name].load_state_dict(
+                wrapper.modules_to_save[sources[0]].state_dict()
+            )
             names.append(name)
     if names:
         config.modules_to_save = names
@@ -206,11 +223,11 @@ def _copy_saved_modules(tuner: LoraModel, adapters: list[str], adapter_name: str
 
 def _factors(layer: LoraLayer, adapter: str, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(√|w·s| · A, sign(w·s)·√|w·s| · B) of one adapter, in the layer's A/B tensor shapes."""
-    ws = weight * layer.scaling[adapter]
+    ws = weight * float(layer.scaling[adapter])
     root = math.sqrt(abs(ws))
     if adapter in layer.lora_A:
-        a = cast(nn.Module, layer.lora_A[adapter]).weight
-        b = cast(nn.Module, layer.lora_B[adapter]).weight
+        a = cast(Any, layer.lora_A[adapter]).weight
+        b = cast(Any, layer.lora_B[adapter]).weight
     else:
         a, b = layer.lora_embedding_A[adapter], layer.lora_embedding_B[adapter]
     return a * root, b * math.copysign(root, ws)
@@ -218,7 +235,7 @@ def _factors(layer: LoraLayer, adapter: str, weight: float) -> tuple[torch.Tenso
 
 def _targets(layer: LoraLayer, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if name in layer.lora_A:
-        return cast(nn.Module, layer.lora_A[name]).weight, cast(nn.Module, layer.lora_B[name]).weight
+        return cast(Any, layer.lora_A[name]).weight, cast(Any, layer.lora_B[name]).weight
     return layer.lora_embedding_A[name], layer.lora_embedding_B[name]
 
 
