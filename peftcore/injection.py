@@ -159,3 +159,49 @@ def show_targets(targets: Any) -> str:
     if isinstance(targets, set | frozenset):
         return repr(sorted(targets))
     return repr(targets)
+
+
+def model_type_of(model: nn.Module) -> str | None:
+    """`model.config.model_type` (through `to_dict()` when the config has it), or None."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    to_dict = getattr(config, "to_dict", None)
+    data = to_dict() if callable(to_dict) else {}
+    model_type = data.get("model_type") if isinstance(data, dict) else None
+    return model_type if model_type is not None else getattr(config, "model_type", None)
+
+
+def resolve_target_modules(config: Any, model: nn.Module, defaults: dict[str, Any], method_name: str) -> Any:
+    """Set `config.target_modules` None → the architecture's default (`defaults[model_type]`) and
+    "all-linear" → the explicit names, in place; returns `config`.
+
+    Raises:
+        ValueError: no targets given and none known for this architecture (names real modules).
+    """
+    if not hasattr(config, "target_modules"):
+        return config
+    targets = config.target_modules
+    if targets is None and not getattr(config, "target_parameters", None):
+        model_type = model_type_of(model)
+        if model_type not in defaults:
+            raise ValueError(
+                f"Please specify `target_modules` in `peft_config`: target_modules is not set and "
+                f"model_type={model_type!r} has no default {method_name} targets; pass target_modules=[...] "
+                f"(e.g. {sample_module_names(model, 6)}) or 'all-linear'"
+            )
+        default = defaults[model_type]
+        config.target_modules = default if isinstance(default, str) else set(default)
+    elif targets == ALL_LINEAR:
+        config.target_modules = expand_all_linear(model, config.task_type)
+    return config
+
+
+def saved_module_names(config: Any) -> list[str]:
+    """`config.modules_to_save` plus the task's head (classifier, score, qa_outputs)."""
+    names = list(getattr(config, "modules_to_save", None) or [])
+    task = getattr(config.task_type, "value", config.task_type)
+    for head in TASK_HEAD_MODULES.get(str(task), ()):
+        if head not in names:
+            names.append(head)
+    return names

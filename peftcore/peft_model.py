@@ -14,7 +14,6 @@ back with `load_state_dict`; the frozen base is never duplicated on disk.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import warnings
 from collections import OrderedDict
@@ -25,18 +24,15 @@ import torch
 from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
+from peftcore import persistence
 from peftcore.auxiliary import AuxiliaryTrainingWrapper
 from peftcore.config import PeftConfig
-from peftcore.constants import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
-from peftcore.hub import push_folder_to_hub, write_model_card
-from peftcore.io import atomic_write_files, safetensors_writer, text_writer
+from peftcore.hub import push_folder_to_hub
 from peftcore.mapping import method_for
 from peftcore.serialization import (
     _prefix_of,
     adapter_key_map,
-    get_peft_model_state_dict,
     load_peft_weights,
-    set_peft_model_state_dict,
 )
 from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
@@ -325,45 +321,14 @@ class PeftModel(nn.Module):
         is written to a temp file and renamed, so a failure leaves the previous adapter intact.
         `save_embedding_layers` also stores the full embedding weights (see get_peft_model_state_dict).
         """
-        save_directory = os.fspath(save_directory)
-        if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory={save_directory!r} is a file; pass a directory")
-        if not safe_serialization:
-            warnings.warn("peftcore writes safetensors only; ignoring safe_serialization=False", stacklevel=2)
-        names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
-        unknown = [n for n in names if n not in self.peft_config]
-        if unknown:
-            raise ValueError(
-                f"selected_adapters {unknown} do not exist; available: {sorted(self.peft_config)}"
-            )
-        if not is_main_process:
-            return
-        for name in names:
-            out_dir = save_directory if name == "default" else os.path.join(save_directory, name)
-            os.makedirs(out_dir, exist_ok=True)
-            tensors = get_peft_model_state_dict(
-                self, adapter_name=name, save_embedding_layers=save_embedding_layers
-            )
-            config = copy.deepcopy(self.peft_config[name])
-            if config.base_model_name_or_path is None:
-                config.base_model_name_or_path = self._base_name_or_path()
-            config.inference_mode = True
-            # Weights and config are committed together: a failure leaves the previous pair intact.
-            atomic_write_files(
-                {
-                    os.path.join(out_dir, SAFETENSORS_WEIGHTS_NAME): safetensors_writer(tensors),
-                    os.path.join(out_dir, CONFIG_NAME): text_writer(config.to_json_string()),
-                }
-            )
-            peft_type = str(getattr(config.peft_type, "value", config.peft_type)).lower()
-            write_model_card(out_dir, config.base_model_name_or_path, tags=[peft_type])
-
-    def _base_name_or_path(self) -> str | None:
-        model = self.get_base_model()
-        name = getattr(model, "name_or_path", None) or getattr(
-            getattr(model, "config", None), "_name_or_path", None
+        persistence.save_adapters(
+            self,
+            save_directory,
+            selected_adapters,
+            save_embedding_layers,
+            is_main_process,
+            safe_serialization,
         )
-        return name or None
 
     def push_to_hub(
         self,
@@ -483,21 +448,4 @@ class PeftModel(nn.Module):
         key_mapping: dict[str, str] | None = None,
         ignore_mismatched_sizes: bool = False,
     ) -> _IncompatibleKeys:
-        if key_mapping is None:
-            key_mapping = getattr(self.get_base_model(), "_checkpoint_conversion_mapping", None)
-        result = set_peft_model_state_dict(
-            self,
-            weights,
-            adapter_name,
-            ignore_mismatched_sizes=ignore_mismatched_sizes,
-            key_mapping=key_mapping,
-        )
-        missing = result.missing_keys
-        if missing:
-            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            warnings.warn(
-                f"Found missing adapter keys while loading the checkpoint: adapter {adapter_name!r}: "
-                f"{len(missing)} tensors missing from the file: {shown}",
-                stacklevel=3,
-            )
-        return result
+        return persistence.load_weights(self, weights, adapter_name, key_mapping, ignore_mismatched_sizes)

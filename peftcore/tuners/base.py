@@ -23,15 +23,8 @@ from torch import nn
 
 from peftcore.auxiliary import AuxiliaryTrainingWrapper
 from peftcore.config import PeftConfig
-from peftcore.constants import TASK_HEAD_MODULES
-from peftcore.injection import (
-    ALL_LINEAR,
-    expand_all_linear,
-    logical_modules,
-    name_matches,
-    replace_module,
-    sample_module_names,
-)
+from peftcore.injection import replace_module, resolve_target_modules, saved_module_names
+from peftcore.tuners import auxiliary_modules, mixed_batch
 from peftcore.tuners.base_layer import BaseTunerLayer, as_name_list
 from peftcore.tuners.injector import AdapterInjector
 
@@ -147,42 +140,13 @@ class BaseTuner(nn.Module):
         return getattr(modules["model"], name)
 
     # -- injection --------------------------------------------------------------------------------
-    def _model_type(self, model: nn.Module) -> str | None:
-        config = getattr(model, "config", None)
-        if config is None:
-            return None
-        to_dict = getattr(config, "to_dict", None)
-        data = to_dict() if callable(to_dict) else {}
-        model_type = data.get("model_type") if isinstance(data, dict) else None
-        return model_type if model_type is not None else getattr(config, "model_type", None)
-
     def _prepare_adapter_config(self, config: PeftConfig, model: nn.Module) -> PeftConfig:
         """Resolve `target_modules` None (the architecture's default) and "all-linear", in place."""
-        if not hasattr(config, "target_modules"):
-            return config
-        targets = config.target_modules
-        if targets is None and not getattr(config, "target_parameters", None):
-            model_type = self._model_type(model)
-            if model_type not in self.default_target_modules:
-                raise ValueError(
-                    f"Please specify `target_modules` in `peft_config`: target_modules is not set and "
-                    f"model_type={model_type!r} has no default {self.method_name} targets; pass target_modules=[...] "
-                    f"(e.g. {sample_module_names(model, 6)}) or 'all-linear'"
-                )
-            default = self.default_target_modules[model_type]
-            config.target_modules = default if isinstance(default, str) else set(default)
-        elif targets == ALL_LINEAR:
-            config.target_modules = expand_all_linear(model, config.task_type)
-        return config
+        return resolve_target_modules(config, model, self.default_target_modules, self.method_name)
 
     def modules_to_save_for(self, config: PeftConfig) -> list[str]:
         """`config.modules_to_save` plus the task's head (classifier, score, qa_outputs)."""
-        names = list(getattr(config, "modules_to_save", None) or [])
-        task = getattr(config.task_type, "value", config.task_type)
-        for head in TASK_HEAD_MODULES.get(str(task), ()):
-            if head not in names:
-                names.append(head)
-        return names
+        return saved_module_names(config)
 
     def inject_adapter(
         self,
@@ -230,109 +194,14 @@ class BaseTuner(nn.Module):
     def _check_auxiliary_targets(
         self, config: PeftConfig, adapter_name: str, model: nn.Module, saved_modules: list[str]
     ) -> None:
-        """Refuse modules_to_save entries that would wrap an adapter layer or a container."""
-        from peftcore.modules_to_save import check_wrappable
-
-        _check_not_inside_adapter_layers(model, saved_modules, adapter_name)
-        for name, module in logical_modules(model):
-            if name and name_matches(name, saved_modules):
-                if isinstance(module, BaseTunerLayer):
-                    raise ValueError(
-                        f"modules_to_save entry matches {name!r}, which is already adapted by {type(module).__name__}; "
-                        "a module cannot be both adapted and trained in full. Remove it from modules_to_save or from "
-                        "the other adapter's target_modules"
-                    )
-                if not isinstance(module, AuxiliaryTrainingWrapper):
-                    check_wrappable(module)
-        self._token_targets(config, model)
-
-    def _token_targets(self, config: PeftConfig, model: nn.Module) -> list[tuple[str, list[int], bool]]:
-        """(module name, token ids, tied to the embedding?) for `trainable_token_indices`; raises if unusable.
-
-        A list of ids means the input embedding (and the output head when it shares its weight).
-        """
-        from peftcore.trainable_tokens import TrainableTokensWrapper
-
-        spec = getattr(config, "trainable_token_indices", None)
-        if not spec:
-            return []
-        modules = dict(logical_modules(model))
-        if isinstance(spec, dict):
-            found = [
-                (name, list(ids))
-                for key, ids in spec.items()
-                for name in modules
-                if name and name_matches(name, [key])
-            ]
-            missing = [key for key in spec if not any(name_matches(n, [key]) for n, _ in found)]
-            if missing:
-                raise ValueError(
-                    f"Target modules {missing} not found in the base model: trainable_token_indices names modules "
-                    f"that do not exist. Some of its module names: {sample_module_names(model)}"
-                )
-            targets = [(name, ids, False) for name, ids in found]
-        else:
-            get_in = getattr(model, "get_input_embeddings", None)
-            embedding = get_in() if callable(get_in) else None
-            names = [name for name, m in modules.items() if m is embedding and name]
-            if not names:
-                raise ValueError(
-                    "trainable_token_indices given as a list needs a model with get_input_embeddings(); pass "
-                    "{embedding_module_name: [token ids]} instead"
-                )
-            targets = [(names[0], list(spec), False)]
-            head = _tied_head(model, embedding)
-            if head is not None:
-                targets += [(name, list(spec), True) for name, m in modules.items() if m is head and name]
-        for name, _, _ in targets:
-            module = modules[name]
-            if isinstance(module, BaseTunerLayer) or not (
-                isinstance(module, TrainableTokensWrapper | nn.Embedding | nn.Linear)
-            ):
-                raise TypeError(
-                    f"trainable_token_indices cannot be applied to modules of type {type(module)} ({name!r}): they "
-                    "train rows of an nn.Embedding that is not otherwise adapted. Remove it from target_modules"
-                )
-        return targets
+        """Refuse modules_to_save / trainable-token targets that cannot be wrapped (before any change)."""
+        auxiliary_modules.check_targets(config, adapter_name, model, saved_modules)
 
     def _add_auxiliary_modules(
         self, config: PeftConfig, adapter_name: str, model: nn.Module, saved_modules: list[str]
     ) -> None:
-        """Wrap (or extend) every module matching `saved_modules` in a ModulesToSaveWrapper."""
-        from peftcore.modules_to_save import ModulesToSaveWrapper
-
-        # Checked again now that this adapter's own layers exist (an entry may name one of their parts).
-        _check_not_inside_adapter_layers(model, saved_modules, adapter_name)
-        wrapped = []
-        for name, module in list(logical_modules(model)):
-            if not name or not name_matches(name, saved_modules):
-                continue
-            if isinstance(module, ModulesToSaveWrapper):
-                module.update(adapter_name)
-            else:
-                replace_module(model, name, ModulesToSaveWrapper(module, adapter_name))
-            wrapped.append(name)
-        if wrapped and hasattr(config, "modules_to_save"):
-            config.modules_to_save = saved_modules
-        self._add_trainable_tokens(config, adapter_name, model)
-
-    def _add_trainable_tokens(self, config: PeftConfig, adapter_name: str, model: nn.Module) -> None:
-        from peftcore.trainable_tokens import TrainableTokensWrapper
-
-        embedding_layer = None
-        for name, ids, tied in sorted(self._token_targets(config, model), key=lambda t: t[2]):
-            module = model.get_submodule(name)
-            if isinstance(module, TrainableTokensWrapper):
-                module.update(adapter_name, token_indices=ids)
-                if not tied:
-                    embedding_layer = module.token_adapter
-                continue
-            wrapper = TrainableTokensWrapper(
-                module, adapter_name, ids, tied_adapter=embedding_layer if tied else None
-            )
-            replace_module(model, name, wrapper)
-            if not tied:
-                embedding_layer = wrapper.token_adapter
+        """Wrap the adapter's modules_to_save and trainable tokens."""
+        auxiliary_modules.add(config, adapter_name, model, saved_modules)
 
     # -- iteration --------------------------------------------------------------------------------
     def tuner_layers(self) -> Iterator[tuple[str, BaseTunerLayer]]:
@@ -518,7 +387,7 @@ class BaseTuner(nn.Module):
             replace_module(self.model, name, wrapper.unwrapped(merge, adapter_names))
         self.model.__dict__.pop("peft_config", None)
         if merge:
-            _record_untied_embeddings(self.model)
+            auxiliary_modules.record_untied_embeddings(self.model)
         return self.model
 
     # -- forward ----------------------------------------------------------------------------------
@@ -529,105 +398,15 @@ class BaseTuner(nn.Module):
     def _enable_peft_forward_hooks(self, *args: Any, **kwargs: Any) -> Iterator[None]:
         """Pass `adapter_names` (one per batch row; "__base__" for none) to every adapter layer."""
         adapter_names = kwargs.pop("adapter_names", None)
-        if adapter_names is None:
+        if adapter_names is not None:
+            self._check_mixed_batch(list(adapter_names))
+        with mixed_batch.adapter_names_passed(self.model, adapter_names):
             yield
-            return
-        self._check_mixed_batch(list(adapter_names))
-        handles = []
-
-        def pre_hook(_module: nn.Module, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-            return args, {**kwargs, "adapter_names": adapter_names}
-
-        for module in self.model.modules():
-            if isinstance(module, BaseTunerLayer | AuxiliaryTrainingWrapper):
-                handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def _check_mixed_batch(self, adapter_names: list[str]) -> None:
-        if self.training:
-            raise ValueError(
-                "Cannot pass `adapter_names` when the model is in training mode: mixed batches are for inference; "
-                "call model.eval() first"
-            )
-        unknown = sorted({n for n in adapter_names if n != "__base__" and n not in self.peft_config})
-        if unknown:
-            raise ValueError(
-                f"Trying to infer with non-existing adapter(s): {', '.join(unknown)}; available: "
-                f"{sorted(self.peft_config)} and '__base__'"
-            )
-        if any(layer.merged for _, layer in self.tuner_layers()):
-            raise ValueError(
-                "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first."
-            )
-
-
-def _tied_head(model: nn.Module, embedding: nn.Module | None) -> nn.Module | None:
-    """The output head that shares the input embedding's weight, if the model ties them."""
-    get_out = getattr(model, "get_output_embeddings", None)
-    head = get_out() if callable(get_out) else None
-    if head is None or embedding is None:
-        return None
-
-    def weight_of(module: nn.Module) -> Any:
-        inner = module.original_module if isinstance(module, AuxiliaryTrainingWrapper) else module
-        return (
-            inner.get_base_layer().weight
-            if isinstance(inner, BaseTunerLayer)
-            else getattr(inner, "weight", None)
-        )
-
-    emb_weight = weight_of(embedding)
-    return head if emb_weight is not None and weight_of(head) is emb_weight else None
-
-
-def _check_not_inside_adapter_layers(model: nn.Module, saved_modules: list[str], adapter_name: str) -> None:
-    from peftcore.modules_to_save import ModulesToSaveWrapper
-    from peftcore.tuners.injector import targets_wrapped_module
-
-    inside = targets_wrapped_module(model, saved_modules)
-    if inside:
-        owner = _owning_wrapper(model, inside[0])
-        raise ValueError(
-            f"You are trying to target a module with {ModulesToSaveWrapper} that is a child of {type(owner)}. "
-            "This is almost certainly not the intended behavior. Please ensure that the adapter name, "
-            f"'{adapter_name}', does not conflict with any of the targeted modules ({inside[0]!r} matches "
-            f"modules_to_save={saved_modules})."
-        )
-
-
-def _owning_wrapper(model: nn.Module, name: str) -> nn.Module:
-    """The outermost adapter layer or wrapper that contains module `name`."""
-    parts = name.split(".")
-    for i in range(1, len(parts)):
-        module = model.get_submodule(".".join(parts[:i]))
-        if isinstance(module, BaseTunerLayer | AuxiliaryTrainingWrapper):
-            return module
-    return model.get_submodule(name)
+        """Raise if these per-row adapter names cannot be served (a method adds its own conditions)."""
+        mixed_batch.check(self, adapter_names)
 
 
 def _nested_in(name: str, layers: Iterator[tuple[str, BaseTunerLayer]]) -> bool:
     return any(name != other and name.startswith(other + ".") for other, _ in layers)
-
-
-def _record_untied_embeddings(model: nn.Module) -> None:
-    """A trained copy of a tied head or embedding (modules_to_save) unties it: say so in the config, so
-    a saved merged model is not re-tied to the other side's weights on reload."""
-    config = getattr(model, "config", None)
-    get_in = getattr(model, "get_input_embeddings", None)
-    get_out = getattr(model, "get_output_embeddings", None)
-    if config is None or not getattr(config, "tie_word_embeddings", False):
-        return
-    if not callable(get_in) or not callable(get_out):
-        return
-    emb_in, emb_out = get_in(), get_out()
-    if emb_in is not None and emb_out is not None and emb_in.weight is not emb_out.weight:
-        warnings.warn(
-            "the merged model's input and output embeddings are no longer tied (one of them was trained in "
-            "full); setting config.tie_word_embeddings=False",
-            stacklevel=4,
-        )
-        config.tie_word_embeddings = False

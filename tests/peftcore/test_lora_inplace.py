@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from peftcore import LoraConfig
-from peftcore.tuners.lora.layer import Linear
+from peftcore.tuners.lora.linear import Linear
 
 
 def _layer(seed: int = 0) -> Linear:

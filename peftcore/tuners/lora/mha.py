@@ -19,7 +19,8 @@ from torch import nn
 from torch.func import functional_call
 
 from peftcore.tuners.lora.config import LoraConfig
-from peftcore.tuners.lora.layer import Linear, LoraLayer
+from peftcore.tuners.lora.layer import LoraLayer
+from peftcore.tuners.lora.linear import Linear
 
 # Attributes of nn.MultiheadAttention that code reads off the layer; served from the wrapped module.
 _FORWARDED = (

@@ -23,7 +23,8 @@ from peftcore.tuners.lora import tying, weighted
 from peftcore.tuners.lora.config import LoraConfig
 from peftcore.tuners.lora.conv import Conv1d, Conv2d, Conv3d
 from peftcore.tuners.lora.embedding import Embedding
-from peftcore.tuners.lora.layer import Linear, LoraLayer
+from peftcore.tuners.lora.layer import LoraLayer
+from peftcore.tuners.lora.linear import Linear
 from peftcore.tuners.lora.mha import MultiheadAttention
 
 # HF PEFT's name for the default-targets table; the same dict object as in constants.

@@ -45,6 +45,7 @@ _pc_lora = _opt("peftcore.tuners.lora")
 _pc_lora_config = _opt("peftcore.tuners.lora.config")
 _pc_lora_layer = _opt("peftcore.tuners.lora.layer")
 _pc_lora_model = _opt("peftcore.tuners.lora.model")
+_pc_lora_linear = _opt("peftcore.tuners.lora.linear")
 _pc_lora_conv = _opt("peftcore.tuners.lora.conv")
 _pc_lora_embedding = _opt("peftcore.tuners.lora.embedding")
 _pc_lora_mha = _opt("peftcore.tuners.lora.mha")
@@ -54,7 +55,7 @@ _pc_tokens = _opt("peftcore.trainable_tokens")
 _pc_base = _opt("peftcore.tuners.base")
 _pc_base_layer = _opt("peftcore.tuners.base_layer")
 _pc_errors = _opt("peftcore.errors")
-_LORA_LAYERS = [_pc_lora_layer, _pc_lora_conv, _pc_lora_embedding, _pc_lora_mha, _pc_lora_param]
+_LORA_LAYERS = [_pc_lora_layer, _pc_lora_linear, _pc_lora_conv, _pc_lora_embedding, _pc_lora_mha, _pc_lora_param]
 
 
 def _g(obj, *names):

@@ -1,0 +1,103 @@
+"""Writing a PeftModel's adapters to disk and loading adapter weights into it (the file format itself
+is FORMAT.md; the key mapping is in `serialization.py`)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch.nn.modules.module import _IncompatibleKeys
+
+from peftcore.constants import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
+from peftcore.hub import write_model_card
+from peftcore.io import atomic_write_files, safetensors_writer, text_writer
+from peftcore.serialization import get_peft_model_state_dict, set_peft_model_state_dict
+
+if TYPE_CHECKING:
+    from peftcore.peft_model import PeftModel
+
+
+def save_adapters(
+    model: PeftModel,
+    save_directory: str | os.PathLike[str],
+    selected_adapters: list[str] | None = None,
+    save_embedding_layers: bool | Literal["auto"] = "auto",
+    is_main_process: bool = True,
+    safe_serialization: bool = True,
+) -> None:
+    """Write each adapter's `adapter_config.json`, `adapter_model.safetensors` and model card.
+
+    "default" goes to `save_directory/`, any other adapter to `save_directory/<name>/`. Weights and
+    config are written to temp files and renamed together, so a failure leaves the previous pair intact.
+
+    Raises:
+        ValueError: `save_directory` is a file, or a selected adapter does not exist.
+    """
+    directory = os.fspath(save_directory)
+    if os.path.isfile(directory):
+        raise ValueError(f"save_directory={directory!r} is a file; pass a directory")
+    if not safe_serialization:
+        warnings.warn("peftcore writes safetensors only; ignoring safe_serialization=False", stacklevel=3)
+    names = list(model.peft_config) if selected_adapters is None else list(selected_adapters)
+    unknown = [n for n in names if n not in model.peft_config]
+    if unknown:
+        raise ValueError(f"selected_adapters {unknown} do not exist; available: {sorted(model.peft_config)}")
+    if not is_main_process:
+        return
+    for name in names:
+        out_dir = directory if name == "default" else os.path.join(directory, name)
+        os.makedirs(out_dir, exist_ok=True)
+        tensors = get_peft_model_state_dict(
+            model, adapter_name=name, save_embedding_layers=save_embedding_layers
+        )
+        config = copy.deepcopy(model.peft_config[name])
+        if config.base_model_name_or_path is None:
+            config.base_model_name_or_path = _base_name_or_path(model)
+        config.inference_mode = True
+        atomic_write_files(
+            {
+                os.path.join(out_dir, SAFETENSORS_WEIGHTS_NAME): safetensors_writer(tensors),
+                os.path.join(out_dir, CONFIG_NAME): text_writer(config.to_json_string()),
+            }
+        )
+        peft_type = str(getattr(config.peft_type, "value", config.peft_type)).lower()
+        write_model_card(out_dir, config.base_model_name_or_path, tags=[peft_type])
+
+
+def _base_name_or_path(model: PeftModel) -> str | None:
+    base: Any = model.get_base_model()
+    name = getattr(base, "name_or_path", None) or getattr(
+        getattr(base, "config", None), "_name_or_path", None
+    )
+    return name or None
+
+
+def load_weights(
+    model: PeftModel,
+    weights: dict[str, torch.Tensor],
+    adapter_name: str,
+    key_mapping: dict[str, str] | None = None,
+    ignore_mismatched_sizes: bool = False,
+) -> _IncompatibleKeys:
+    """Copy on-disk-keyed `weights` into adapter `adapter_name`; warns about adapter tensors the file lacks.
+
+    Keys of an older model layout are renamed with the base model's `_checkpoint_conversion_mapping`
+    unless `key_mapping` is given.
+    """
+    if key_mapping is None:
+        key_mapping = getattr(model.get_base_model(), "_checkpoint_conversion_mapping", None)
+    result = set_peft_model_state_dict(
+        model, weights, adapter_name, ignore_mismatched_sizes=ignore_mismatched_sizes, key_mapping=key_mapping
+    )
+    missing = result.missing_keys
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        warnings.warn(
+            f"Found missing adapter keys while loading the checkpoint: adapter {adapter_name!r}: "
+            f"{len(missing)} tensors missing from the file: {shown}",
+            stacklevel=4,
+        )
+    return result
