@@ -61,6 +61,11 @@ class TrainableTokensLayer(nn.Module, BaseTunerLayer):
         self._active_adapter = adapter_name
         # A list keeps the tied layer out of this module's children (it lives elsewhere in the model).
         self._tied_adapter = [tied_adapter] if tied_adapter is not None else []
+        if isinstance(base_layer, nn.Embedding):
+            self.in_features, self.out_features = base_layer.num_embeddings, base_layer.embedding_dim
+        else:
+            self.in_features = getattr(base_layer, "in_features", None)
+            self.out_features = getattr(base_layer, "out_features", None)
         if tied_adapter is None:
             self.trainable_tokens_delta = nn.ParameterDict()
             self.trainable_tokens_original = BufferDict()

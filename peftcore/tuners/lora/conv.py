@@ -95,8 +95,15 @@ class _ConvNd(nn.Module, LoraLayer):
         a = cast(Any, self.lora_A[adapter_name]).weight
         b = cast(Any, self.lora_B[adapter_name]).weight
         if a.device.type == "cpu" and a.dtype in (torch.float16, torch.bfloat16):
-            return (b.flatten(1).float() @ a.flatten(1).float()).to(a.dtype)
-        return b.flatten(1) @ a.flatten(1)  # (out, in · kernel)
+            a, b = a.float(), b.float()
+        r = a.shape[0]
+        if self._conv.groups > 1:
+            # The update of a grouped conv has no kernel of the base's grouped shape (it mixes all input
+            # channels). For DoRA's norm this follows HF PEFT's convention, B viewed (·, r) times A viewed
+            # (r, ·), reshaped to the base kernel, so magnitudes agree between the libraries.
+            weight = self._conv.weight
+            return (b.reshape(-1, r) @ a.reshape(r, -1)).reshape(weight.shape).flatten(1).to(a.dtype)
+        return (b.flatten(1) @ a.flatten(1)).to(cast(Any, self.lora_A[adapter_name]).weight.dtype)
 
     def _weight_rows(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.flatten(1)
