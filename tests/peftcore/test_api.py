@@ -245,6 +245,46 @@ def test_fsdp_wrapped_state_dict_has_plain_keys() -> None:
     torch.testing.assert_close(fresh(X), out, atol=1e-6, rtol=1e-6)
 
 
+class AttentionModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(10, 2)
+        self.lin = nn.Linear(10, 10)
+        self.head = nn.Linear(10, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.mha(x, x, x)
+        return self.head(self.lin(h))
+
+
+@pytest.mark.parametrize(
+    "config_kwargs",
+    [{"target_modules": ["mha"]}, {"target_parameters": ["lin.weight"]}],
+    ids=["multihead-attention", "target-parameters"],
+)
+def test_fsdp_wrapped_forward_applies_weight_substituting_adapters(config_kwargs: dict) -> None:
+    # FSDP(use_orig_params=True) serves parameters as plain tensors on the module during the forward;
+    # layers that hand adapted weights to the base module's code must still reach it.
+    dist = pytest.importorskip("torch.distributed")
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    torch.manual_seed(0)
+    pm = get_peft_model(AttentionModel(), LoraConfig(init_lora_weights=False, **config_kwargs)).eval()
+    x = torch.randn(9, 10)
+    with torch.no_grad():
+        expected = pm(x)
+        with pm.disable_adapter():
+            base = pm(x)
+    assert not torch.allclose(expected, base)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with torch.no_grad():
+            out = FSDP(pm, use_orig_params=True, device_id=torch.device("cpu"))(x)
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+
+
 def test_from_pretrained_uses_the_given_config_object(tmp_path: Path) -> None:
     config = LoraConfig(target_modules=["lin0"], init_lora_weights=False)
     get_peft_model(mlp(), config).save_pretrained(tmp_path)

@@ -1,9 +1,11 @@
 """LoRA on `nn.MultiheadAttention`: on its packed q/k/v projection and on its output projection.
 
 `nn.MultiheadAttention.forward` reads `in_proj_weight` and `out_proj.weight` directly instead of
-calling sub-layers, so a LoRA update cannot sit beside them as for a Linear. Here the forward runs
-the original module with `W_in + ΔW_in` and `W_out + ΔW_out` substituted for its two weights
-(`torch.func.functional_call`): the adapters get gradients, the base weights are never touched.
+calling sub-layers, so a LoRA update cannot sit beside them as for a Linear. Here the forward does
+what the original module's forward does (`F.multi_head_attention_forward`), handing it
+`W_in + ΔW_in` and `W_out + ΔW_out` as the two weights: the adapters get gradients, the base weights
+are never touched or swapped (which also keeps sharded wrappers such as FSDP, whose parameters are
+views, working).
 
 Layout (as in HF PEFT, so files move both ways): `lora_A` (r × E) / `lora_B` (3E × r) on this layer
 for the q/k/v projection, and the output projection wrapped in a LoRA `Linear` inside the base
@@ -15,8 +17,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from peftcore.tuners.lora.config import LoraConfig
 from peftcore.tuners.lora.layer import LoraLayer
@@ -144,7 +146,7 @@ class MultiheadAttention(nn.Module, LoraLayer):
 
     def _restore_weights(self) -> None:
         """Kept for HF PEFT compatibility. peftcore never swaps the attention weights out (the forward
-        substitutes them for one call only), so there is nothing to restore."""
+        hands the adapted weights to the attention function), so there is nothing to restore."""
 
     def forward(self, query: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         if "adapter_names" in kwargs:
@@ -168,5 +170,67 @@ class MultiheadAttention(nn.Module, LoraLayer):
                 new_out = new_out + out_layer.get_delta_weight(name).to(out_w.dtype)
         if new_in is in_w and new_out is out_w:
             return self.base_layer(query, *args, **kwargs)
-        params = {"in_proj_weight": new_in, "out_proj.base_layer.weight": new_out}
-        return functional_call(mha, params, (query, *args), kwargs)
+        return _attend(mha, new_in, new_out, query, *args, **kwargs)
+
+
+def _attend(
+    mha: nn.MultiheadAttention,
+    in_proj_weight: torch.Tensor,
+    out_proj_weight: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    need_weights: bool = True,
+    attn_mask: torch.Tensor | None = None,
+    average_attn_weights: bool = True,
+    is_causal: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`nn.MultiheadAttention.forward` (its general path) with the two projection weights given.
+
+    Same arguments and results as the module's forward; only layers with equal query/key/value sizes
+    reach here (`MultiheadAttention.check_supported`).
+    """
+    batched = query.dim() == 3
+    key_padding_mask = F._canonical_mask(
+        mask=key_padding_mask,
+        mask_name="key_padding_mask",
+        other_type=F._none_or_dtype(attn_mask),
+        other_name="attn_mask",
+        target_type=query.dtype,
+    )
+    attn_mask = F._canonical_mask(
+        mask=attn_mask,
+        mask_name="attn_mask",
+        other_type=None,
+        other_name="",
+        target_type=query.dtype,
+        check_other=False,
+    )
+    if mha.batch_first and batched:
+        query, key, value = (t.transpose(1, 0) for t in (query, key, value))
+    out_bias = cast(nn.Linear, cast(Linear, mha.out_proj).get_base_layer()).bias
+    output, weights = F.multi_head_attention_forward(
+        query,
+        key,
+        value,
+        mha.embed_dim,
+        mha.num_heads,
+        in_proj_weight,
+        mha.in_proj_bias,
+        mha.bias_k,
+        mha.bias_v,
+        mha.add_zero_attn,
+        mha.dropout,
+        out_proj_weight,
+        out_bias,
+        training=mha.training,
+        key_padding_mask=key_padding_mask,
+        need_weights=need_weights,
+        attn_mask=attn_mask,
+        average_attn_weights=average_attn_weights,
+        is_causal=is_causal,
+    )
+    if mha.batch_first and batched:
+        output = output.transpose(1, 0)
+    return output, weights

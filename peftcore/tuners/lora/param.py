@@ -2,7 +2,7 @@
 expert weights of MoE layers (`experts.gate_up_proj`, shape (experts, in, out)).
 
 `ParamWrapper` wraps the module that owns the parameter; its forward runs that module with
-`P + ΔP` substituted for the parameter (`torch.func.functional_call`), so the module's own code is
+`P + ΔP` substituted for the parameter for that one call (`substituted`), so the module's own code is
 used unchanged. For a 2-d parameter (out, in): ΔP = s · B A. For a 3-d parameter (E, d1, d2): A is
 (E·r × d2) and B (d1 × E·r); expert e uses rows e·r…(e+1)·r of A and the matching columns of B, so
 ΔP[e] = s · B_e A_e (HF PEFT's layout). Several parameters of one module give nested wrappers.
@@ -10,11 +10,12 @@ used unchanged. For a 2-d parameter (out, in): ΔP = s · B A. For a 3-d paramet
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from peftcore.config import PeftConfig
 from peftcore.injection import get_submodule_parent, inside_any, logical_modules
@@ -63,14 +64,6 @@ class ParamWrapper(nn.Module, LoraLayer):
     @property
     def weight(self) -> torch.Tensor:
         return self.get_param()
-
-    def _param_path(self) -> str:
-        """The parameter's path relative to `base_layer` (through any inner wrappers)."""
-        path, layer = [], self.base_layer
-        while isinstance(layer, ParamWrapper):
-            path.append("base_layer")
-            layer = layer.base_layer
-        return ".".join([*path, self.parameter_name])
 
     def _check_update(self, adapter_name: str, r: int, config: LoraConfig) -> None:
         for flag, value in (
@@ -125,10 +118,29 @@ class ParamWrapper(nn.Module, LoraLayer):
                 new = new + self.get_delta_weight(name).to(param.dtype)
         if new is param:
             return self.base_layer(x, *args, **kwargs)
-        return functional_call(self.base_layer, {self._param_path(): new}, (x, *args), kwargs)
+        layer = self.get_base_layer()
+        with substituted(layer, self.parameter_name, new):
+            return self.base_layer(x, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"parameter_name={self.parameter_name!r}, " + LoraLayer.extra_repr(self)
+
+
+@contextmanager
+def substituted(module: nn.Module, name: str, tensor: torch.Tensor) -> Iterator[None]:
+    """Make `module.<name>` read as `tensor` inside the block; the original comes back afterwards.
+
+    The tensor goes where attribute lookup finds it first: the instance dict when a wrapper put a
+    plain tensor there (FSDP with `use_orig_params` serves its parameter views that way during the
+    forward), else the module's parameter table.
+    """
+    table: dict[str, Any] = module.__dict__ if name in module.__dict__ else module._parameters
+    original = table[name]
+    table[name] = tensor
+    try:
+        yield
+    finally:
+        table[name] = original
 
 
 def plan(config: LoraConfig, model: nn.Module, existing: dict[str, PeftConfig]) -> list[str]:
