@@ -126,7 +126,8 @@ class AdapterInjector:
             if not excluded and not targets:
                 raise ValueError(
                     "No `target_modules` passed but also no `target_parameters` found. Please check the values "
-                    f"for these arguments (target_parameters={target_parameters!r} matched no parameter)."
+                    f"for these arguments. target_parameters={target_parameters!r} matched no parameter of the "
+                    "model: give parameter names such as 'mlp.experts.gate_up_proj'."
                 )
             layers = _layer_notes(config)
             if not excluded:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -211,6 +211,8 @@ class TiedConfig:
 
 
 class TiedLM(nn.Module):
+    _tied_weights_keys: ClassVar[list[str]] = ["lm_head.weight"]  # how transformers models declare it (HF PEFT reads it)
+
     def __init__(self, tie: bool = True) -> None:
         super().__init__()
         self.config = TiedConfig(tie)
@@ -267,3 +269,13 @@ def test_weight_tying_modules_to_save_share_the_copies_and_warnings() -> None:
     untied = TiedLM(tie=False)
     with pytest.warns(UserWarning, match="no tied modules were found in the model"):
         get_peft_model(untied, LoraConfig(target_modules=["lm_head"], ensure_weight_tying=True))
+
+
+def test_weight_tying_is_planned_on_the_targets_as_given_not_the_all_linear_expansion() -> None:
+    # As HF PEFT: "all-linear" names no embedding, so nothing is tied (the expansion then adapts the
+    # head, a Linear, on its own) and the user is told.
+    with pytest.warns(UserWarning, match="no tied modules are added"):
+        pm = get_peft_model(tied_lm(), LoraConfig(target_modules="all-linear", ensure_weight_tying=True))
+    model = pm.get_base_model()
+    assert isinstance(model.linear, LoraLayer) and isinstance(model.lm_head, LoraLayer)
+    assert type(model.embed_tokens) is nn.Embedding

@@ -147,9 +147,11 @@ class LoraModel(BaseTuner):
 
     # -- tied embeddings (ensure_weight_tying) ----------------------------------------------------
     def _prepare_adapter_config(self, config: PeftConfig, model: nn.Module) -> PeftConfig:
+        # A runtime note for this injection only (never saved): the tied modules to adapt as well. Planned
+        # on the targets as the user gave them, before defaults and "all-linear" are expanded (as HF PEFT).
+        tie_targets = tying.plan_tying(cast(LoraConfig, config), model)
         config = super()._prepare_adapter_config(config, model)
-        # A runtime note for this injection only (never saved): the tied modules to adapt as well.
-        config._tie_targets = tying.plan_tying(cast(LoraConfig, config), model)  # type: ignore[attr-defined]
+        config._tie_targets = tie_targets  # type: ignore[attr-defined]
         return config
 
     def _extra_targets(self, config: PeftConfig) -> list[str]:
