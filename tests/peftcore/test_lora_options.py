@@ -211,7 +211,8 @@ class TiedConfig:
 
 
 class TiedLM(nn.Module):
-    _tied_weights_keys: ClassVar[list[str]] = ["lm_head.weight"]  # how transformers models declare it (HF PEFT reads it)
+    # How transformers models declare tied weights (HF PEFT reads it).
+    _tied_weights_keys: ClassVar[list[str]] = ["lm_head.weight"]
 
     def __init__(self, tie: bool = True) -> None:
         super().__init__()
