@@ -81,21 +81,42 @@ class AuxiliaryTrainingWrapper(nn.Module):
         return self._active_adapter
 
     def set_adapter(self, adapter_names: str | Sequence[str], inference_mode: bool = False) -> None:
-        """Activate the one adapter of `adapter_names` this wrapper holds (none: the original is used).
+        """Activate those of `adapter_names` this wrapper holds (none: the original is used).
 
         Raises:
-            ValueError: more than one of `adapter_names` has a state here; their outputs cannot be added.
+            ValueError: the adapters cannot be active together here (`_check_several`).
+        """
+        names = [name for name in as_name_list(adapter_names) if name in self.adapter_names_held()]
+        if len(names) > 1:
+            self._check_several(names)
+        for name in self.adapter_names_held():
+            self._set_trainable(name, name in names and not inference_mode)
+        self._active_adapter = names
+
+    def _check_several(self, names: list[str]) -> None:
+        """Raise unless the adapters `names` (all held here) can be active at once. Default: never, as
+        each holds a full copy of the module and their outputs cannot be combined."""
+        raise ValueError(
+            f"Attempted to set multiple ({names}) adapters at once for {type(self).__name__}: each of them "
+            "trains this module in full, so their outputs cannot be combined. Activate one of them"
+        )
+
+    def check_set_adapter(self, adapter_names: str | Sequence[str]) -> str | None:
+        """The adapter of `adapter_names` this wrapper would activate for a model-wide `set_adapter`
+        (None: it holds none of them).
+
+        Raises:
+            ValueError: it holds more than one of them; model-wide, one adapter per wrapper is allowed
+                (as HF PEFT).
         """
         names = [name for name in as_name_list(adapter_names) if name in self.adapter_names_held()]
         if len(names) > 1:
             raise ValueError(
                 f"Only one adapter can be set at a time for {type(self).__name__}, got {len(names)} ({names}): "
-                "these adapters all train this module in full, so their outputs cannot be combined. Activate "
-                "adapters whose modules_to_save / trainable_token_indices do not overlap"
+                "these adapters all train this module, so only one of them can be active across the model. "
+                "Activate adapters whose modules_to_save / trainable_token_indices name different modules"
             )
-        for name in self.adapter_names_held():
-            self._set_trainable(name, name in names and not inference_mode)
-        self._active_adapter = names
+        return names[0] if names else None
 
     def set_requires_grad(self, adapter_names: str | Sequence[str], requires_grad: bool = True) -> None:
         for name in as_name_list(adapter_names):
@@ -121,20 +142,20 @@ class AuxiliaryTrainingWrapper(nn.Module):
             self._active_adapter = [name for name in self.active_adapters if name != adapter_name]
 
     # -- forward ----------------------------------------------------------------------------------
-    def _active_name(self) -> str | None:
-        if self._disable_adapters or not self.active_adapters:
-            return None
-        return self.active_adapters[0]
-
     def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         if self._disable_adapters:
             return self.original_module(*args, **kwargs)
         if adapter_names is not None:
             return self._mixed_batch_forward(args[0], *args[1:], adapter_names=adapter_names, **kwargs)
-        name = self._active_name()
-        if name is None or name not in self.adapter_names_held():
+        names = [name for name in self.active_adapters if name in self.adapter_names_held()]
+        if not names:
             return self.original_module(*args, **kwargs)
-        return self._forward_adapter(name, *args, **kwargs)
+        return self._forward_active(names, *args, **kwargs)
+
+    def _forward_active(self, names: list[str], *args: Any, **kwargs: Any) -> Any:
+        """Forward with the active adapters `names` (held here; several only where `_check_several`
+        allowed them)."""
+        return self._forward_adapter(names[0], *args, **kwargs)
 
     def _mixed_batch_forward(
         self, x: torch.Tensor, *args: Any, adapter_names: Sequence[str], **kwargs: Any

@@ -71,10 +71,10 @@ class ModulesToSaveWrapper(AuxiliaryTrainingWrapper):
     @property
     def active_module(self) -> nn.Module:
         """The module forward currently uses."""
-        name = self._active_name()
-        if name is None or name not in self.modules_to_save:
+        held = [name for name in self.active_adapters if name in self.modules_to_save]
+        if self._disable_adapters or not held:
             return self.original_module
-        return self.modules_to_save[name]
+        return self.modules_to_save[held[0]]
 
     def unwrapped(self, merge: bool, adapter_names: Sequence[str] | None = None) -> nn.Module:
         """The module to put back on unload: the active copy when merging, else the original."""

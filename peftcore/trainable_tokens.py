@@ -61,11 +61,10 @@ class TrainableTokensLayer(nn.Module, BaseTunerLayer):
         self._active_adapter = adapter_name
         # A list keeps the tied layer out of this module's children (it lives elsewhere in the model).
         self._tied_adapter = [tied_adapter] if tied_adapter is not None else []
+        self.in_features: int | None = getattr(base_layer, "in_features", None)  # a tied nn.Linear head
+        self.out_features: int | None = getattr(base_layer, "out_features", None)
         if isinstance(base_layer, nn.Embedding):
             self.in_features, self.out_features = base_layer.num_embeddings, base_layer.embedding_dim
-        else:
-            self.in_features = getattr(base_layer, "in_features", None)
-            self.out_features = getattr(base_layer, "out_features", None)
         if tied_adapter is None:
             self.trainable_tokens_delta = nn.ParameterDict()
             self.trainable_tokens_original = BufferDict()
@@ -238,6 +237,13 @@ class TrainableTokensWrapper(AuxiliaryTrainingWrapper):
 
     def _forward_adapter(self, adapter_name: str, *args: Any, **kwargs: Any) -> Any:
         return self.token_adapter.forward_adapters(args[0], [adapter_name], *args[1:], **kwargs)
+
+    def _check_several(self, names: list[str]) -> None:
+        """Adapters training disjoint rows can be active together; overlapping rows are refused."""
+        self.token_adapter._check_overlap(names)
+
+    def _forward_active(self, names: list[str], *args: Any, **kwargs: Any) -> Any:
+        return self.token_adapter.forward_adapters(args[0], names, *args[1:], **kwargs)
 
     def enable_adapters(self, enabled: bool) -> None:
         super().enable_adapters(enabled)

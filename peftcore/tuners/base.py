@@ -238,9 +238,7 @@ class BaseTuner(nn.Module):
     def _apply_adapter(self, names: list[str], inference_mode: bool, unmerge: bool = True) -> None:
         wrappers = [w for _, w in self.auxiliary_wrappers()]
         for wrapper in wrappers:  # the only step that can refuse: run it before anything changes
-            held = [n for n in names if n in wrapper.adapter_names_held()]
-            if len(held) > 1:
-                wrapper.set_adapter(held)
+            wrapper.check_set_adapter(names)
         for _, layer in self.tuner_layers():
             if unmerge and layer.merged:
                 warnings.warn(

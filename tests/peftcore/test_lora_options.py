@@ -183,8 +183,33 @@ def test_trainable_tokens_train_only_their_rows_and_match_hf_keys(tmp_path: Path
 def test_trainable_tokens_overlapping_adapters_cannot_be_active_together() -> None:
     pm = get_peft_model(net(), LoraConfig(target_modules=["lin0"], trainable_token_indices={"emb": [1]}), "a")
     pm.add_adapter("b", LoraConfig(target_modules=["lin0"], trainable_token_indices={"emb": [1]}))
+    # model-wide, one adapter per wrapper (as HF PEFT)
     with pytest.raises(ValueError, match="Only one adapter can be set at a time for TrainableTokensWrapper"):
         pm.base_model.set_adapter(["a", "b"])
+    # on the wrapper itself, only adapters training different rows combine
+    with pytest.raises(ValueError, match="Token indices of adapter b are already defined"):
+        pm.get_base_model().emb.set_adapter(["a", "b"])
+
+
+def test_trainable_tokens_adapters_on_disjoint_rows_combine_on_the_wrapper() -> None:
+    pm = get_peft_model(net(), LoraConfig(target_modules=["lin0"], trainable_token_indices={"emb": [1]}), "a")
+    pm.add_adapter("b", LoraConfig(target_modules=["lin0"], trainable_token_indices={"emb": [2, 3]}))
+    emb = pm.get_base_model().emb
+    deltas = emb.token_adapter.trainable_tokens_delta
+    with torch.no_grad():
+        deltas["a"].fill_(1.0)
+        deltas["b"].fill_(2.0)
+    emb.set_adapter(["a", "b"])
+    rows = emb(torch.tensor([1, 2, 3, 4]))
+    assert (rows[0] == 1.0).all() and (rows[1:3] == 2.0).all()
+    torch.testing.assert_close(rows[3], emb.original_module.weight[4])
+
+
+def test_modules_to_save_copies_cannot_be_active_together_on_the_wrapper() -> None:
+    pm = get_peft_model(net(), LoraConfig(target_modules=["lin0"], modules_to_save=["lin1"]), "a")
+    pm.add_adapter("b", LoraConfig(target_modules=["lin0"], modules_to_save=["lin1"]))
+    with pytest.raises(ValueError, match=r"Attempted to set multiple \(\['a', 'b'\]\) adapters"):
+        pm.get_base_model().lin1.set_adapter(["a", "b"])
 
 
 # -- exclude_modules ------------------------------------------------------------------------------
