@@ -107,7 +107,7 @@ def get_peft_model(
         TypeError: `model` is not an nn.Module or `peft_config` not a PeftConfig.
         ValueError: an invalid adapter name, `mixed=True`, or targets that match nothing.
     """
-    from peftcore.peft_model import validate_adapter_name
+    from peftcore.persistence import validate_adapter_name
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -184,7 +184,7 @@ def inject_adapter_in_model(
     Raises:
         ValueError: a prompt-learning config, or targets that match nothing.
     """
-    from peftcore.peft_model import validate_adapter_name
+    from peftcore.persistence import validate_adapter_name
 
     validate_adapter_name(adapter_name)
     if peft_config.is_prompt_learning:

@@ -29,34 +29,10 @@ from peftcore.auxiliary import AuxiliaryTrainingWrapper
 from peftcore.config import PeftConfig
 from peftcore.hub import push_folder_to_hub
 from peftcore.mapping import method_for
-from peftcore.serialization import (
-    _prefix_of,
-    adapter_key_map,
-    load_peft_weights,
-)
+from peftcore.persistence import validate_adapter_name
+from peftcore.serialization import load_peft_weights
 from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
-
-
-def validate_adapter_name(adapter_name: Any) -> str:
-    """Adapter names become directory names on save: no separators, no dots-only names."""
-    if not isinstance(adapter_name, str) or not adapter_name:
-        raise ValueError(f"adapter_name={adapter_name!r} must be a non-empty string, e.g. 'default'")
-    if "/" in adapter_name or "\\" in adapter_name or os.sep in adapter_name or adapter_name in (".", ".."):
-        raise ValueError(
-            f"adapter_name={adapter_name!r} contains a path separator or is a relative path; "
-            "adapters are saved to <dir>/<adapter_name>/, so use a plain name such as 'sentiment'"
-        )
-    if "." in adapter_name:
-        raise ValueError(
-            f"adapter_name={adapter_name!r} contains '.', which would break state_dict keys; use '_' instead"
-        )
-    if hasattr(nn.Module, adapter_name):
-        raise ValueError(
-            f"adapter_name={adapter_name!r} is the name of an nn.Module attribute, which the per-adapter "
-            "ModuleDicts cannot hold; choose another name, e.g. 'adapter_" + adapter_name + "'"
-        )
-    return adapter_name
 
 
 class PeftModel(nn.Module):
@@ -273,21 +249,13 @@ class PeftModel(nn.Module):
             activation_checkpointing_kwargs=gradient_checkpointing_kwargs, **kw
         )
 
-    def _adapter_state_keys(self) -> list[str]:
-        keys: dict[str, None] = {}
-        for name, config in self.peft_config.items():
-            bias = getattr(config, "bias", "none")
-            for mem in adapter_key_map(self, name, bias, _prefix_of(config)).values():
-                keys[mem] = None
-        return list(keys)
-
     def state_dict(
         self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False
     ) -> Any:  # type: ignore[override]
         """The adapter state only (all adapters), under in-memory keys. See the module docstring."""
         out: Any = OrderedDict() if destination is None else destination
         params = dict(self.named_parameters(remove_duplicate=False))
-        for key in self._adapter_state_keys():
+        for key in persistence.adapter_state_keys(self):
             tensor = params[key]
             out[prefix + key] = tensor if keep_vars else tensor.detach()
         return out
@@ -297,7 +265,7 @@ class PeftModel(nn.Module):
     ) -> Any:  # type: ignore[override]
         """Load adapter state (a full state dict works too); strict checks only adapter keys."""
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        expected = set(self._adapter_state_keys())
+        expected = set(persistence.adapter_state_keys(self))
         missing = [k for k in result.missing_keys if k in expected]
         if strict and (missing or result.unexpected_keys):
             raise RuntimeError(

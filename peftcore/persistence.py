@@ -1,5 +1,6 @@
-"""Writing a PeftModel's adapters to disk and loading adapter weights into it (the file format itself
-is FORMAT.md; the key mapping is in `serialization.py`)."""
+"""Writing a PeftModel's adapters to disk and loading adapter weights into it; which adapter names can
+be written; the in-memory adapter state. The file format itself is FORMAT.md, the key mapping is in
+`serialization.py`."""
 
 from __future__ import annotations
 
@@ -9,15 +10,53 @@ import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
 from peftcore.constants import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 from peftcore.hub import write_model_card
 from peftcore.io import atomic_write_files, safetensors_writer, text_writer
-from peftcore.serialization import get_peft_model_state_dict, set_peft_model_state_dict
+from peftcore.serialization import (
+    _prefix_of,
+    adapter_key_map,
+    get_peft_model_state_dict,
+    set_peft_model_state_dict,
+)
 
 if TYPE_CHECKING:
     from peftcore.peft_model import PeftModel
+
+
+def validate_adapter_name(adapter_name: Any) -> str:
+    """Adapter names become directory names on save: no separators, no dots-only names."""
+    if not isinstance(adapter_name, str) or not adapter_name:
+        raise ValueError(f"adapter_name={adapter_name!r} must be a non-empty string, e.g. 'default'")
+    if "/" in adapter_name or "\\" in adapter_name or os.sep in adapter_name or adapter_name in (".", ".."):
+        raise ValueError(
+            f"adapter_name={adapter_name!r} contains a path separator or is a relative path; "
+            "adapters are saved to <dir>/<adapter_name>/, so use a plain name such as 'sentiment'"
+        )
+    if "." in adapter_name:
+        raise ValueError(
+            f"adapter_name={adapter_name!r} contains '.', which would break state_dict keys; use '_' instead"
+        )
+    if hasattr(nn.Module, adapter_name):
+        raise ValueError(
+            f"adapter_name={adapter_name!r} is the name of an nn.Module attribute, which the per-adapter "
+            "ModuleDicts cannot hold; choose another name, e.g. 'adapter_" + adapter_name + "'"
+        )
+    return adapter_name
+
+
+def adapter_state_keys(model: PeftModel) -> list[str]:
+    """In-memory names of every adapter's tensors (all adapters, trainable biases, saved copies): the
+    keys of `PeftModel.state_dict()`."""
+    keys: dict[str, None] = {}
+    for name, config in model.peft_config.items():
+        bias = getattr(config, "bias", "none")
+        for mem in adapter_key_map(model, name, bias, _prefix_of(config)).values():
+            keys[mem] = None
+    return list(keys)
 
 
 def save_adapters(

@@ -167,7 +167,7 @@ def _check_request(
     missing = [a for a in adapters if a not in tuner.peft_config]
     if missing:
         raise ValueError(f"Adapter(s) {missing} do not exist; available: {sorted(tuner.peft_config)}")
-    from peftcore.peft_model import validate_adapter_name
+    from peftcore.persistence import validate_adapter_name
 
     validate_adapter_name(adapter_name)
     if adapter_name in tuner.peft_config:
