@@ -144,6 +144,8 @@ def test_target_parameters_errors() -> None:
         RuntimeWarning, match=r"target_parameters=\['nope'\] were set but no parameter was matched"
     ):
         get_peft_model(moe(), LoraConfig(target_modules=["proj"], target_parameters=["nope"]))
+    with pytest.raises(ValueError, match=r"lora\.ParamWrapper does not support mixed adapter batches"):
+        pm.eval()(X, adapter_names=["default"] * len(X))
 
 
 # -- trainable_token_indices ----------------------------------------------------------------------

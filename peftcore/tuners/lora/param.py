@@ -102,8 +102,9 @@ class ParamWrapper(nn.Module, LoraLayer):
         return weight.to(delta.dtype) + delta
 
     def _lora_output(self, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
-        raise TypeError(
-            "lora.ParamWrapper does not support mixed adapter batches; call without adapter_names"
+        raise ValueError(
+            "lora.ParamWrapper does not support mixed adapter batches yet: adapter_names was given; call the "
+            "model without adapter_names"
         )
 
     def forward(self, x: Any, *args: Any, adapter_names: Any = None, **kwargs: Any) -> Any:
