@@ -9,7 +9,8 @@ both use it:
 |---------------------------------------------------|---------------------------------|
 | `<path>.<container>.<name>.weight` (ModuleDict)   | `<path>.<container>.weight`     |
 | `<path>.<container>.<name>` (ParameterDict)       | `<path>.<container>`            |
-| `<path>.lora_magnitude_vector.<name>.weight`      | `<path>.lora_magnitude_vector`  |
+| `<path>.<container>.<name>.weight` (a vector the  | `<path>.<container>`            |
+| layer stores as a module, e.g. a magnitude)       |                                 |
 | `<path>.modules_to_save.<name>.<param>`           | `<path>.<param>`                |
 | `<path>.token_adapter.trainable_tokens_delta.<n>` | `<path>.token_adapter....delta` |
 | `<path>.base_layer.bias` (bias="<prefix>only")    | unchanged                       |
