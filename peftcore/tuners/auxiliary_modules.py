@@ -32,10 +32,12 @@ def check_targets(config: PeftConfig, adapter_name: str, model: nn.Module, saved
                 )
             if not isinstance(module, AuxiliaryTrainingWrapper):
                 check_wrappable(module)
-    token_targets(config, model)
+    token_targets(config, model, adapter_name)
 
 
-def token_targets(config: PeftConfig, model: nn.Module) -> list[tuple[str, list[int], bool]]:
+def token_targets(
+    config: PeftConfig, model: nn.Module, adapter_name: str = ""
+) -> list[tuple[str, list[int], bool]]:
     """(module name, token ids, tied to the embedding?) for `trainable_token_indices`; raises if unusable.
 
     A list of ids means the input embedding (and the output head when it shares its weight).
@@ -55,6 +57,16 @@ def token_targets(config: PeftConfig, model: nn.Module) -> list[tuple[str, list[
         ]
         missing = [key for key in spec if not any(name_matches(n, [key]) for n, _ in found)]
         if missing:
+            _check_not_inside_adapter_layers(
+                model, missing, adapter_name, TrainableTokensWrapper, "trainable_token_indices"
+            )
+            if adapter_name and any(name_matches(f"layer.{adapter_name}", [key]) for key in missing):
+                raise ValueError(
+                    f"trainable_token_indices names {missing}, which matches only the adapter's own name "
+                    f"'{adapter_name}' (the per-adapter entries inside its adapter layers). Please ensure that "
+                    "the adapter name does not conflict with any of the targeted modules: name the embedding "
+                    f"module in trainable_token_indices (e.g. {sample_module_names(model)})"
+                )
             raise ValueError(
                 f"Target modules {missing} not found in the base model: trainable_token_indices names modules "
                 f"that do not exist. Some of its module names: {sample_module_names(model)}"
@@ -110,7 +122,7 @@ def _add_trainable_tokens(config: PeftConfig, adapter_name: str, model: nn.Modul
     from peftcore.trainable_tokens import TrainableTokensWrapper
 
     embedding_layer = None
-    for name, ids, tied in sorted(token_targets(config, model), key=lambda t: t[2]):
+    for name, ids, tied in sorted(token_targets(config, model, adapter_name), key=lambda t: t[2]):
         module = model.get_submodule(name)
         if isinstance(module, TrainableTokensWrapper):
             module.update(adapter_name, token_indices=ids)
@@ -144,18 +156,26 @@ def _tied_head(model: nn.Module, embedding: nn.Module | None) -> nn.Module | Non
     return head if emb_weight is not None and weight_of(head) is emb_weight else None
 
 
-def _check_not_inside_adapter_layers(model: nn.Module, saved_modules: list[str], adapter_name: str) -> None:
+def _check_not_inside_adapter_layers(
+    model: nn.Module,
+    names: list[str],
+    adapter_name: str,
+    wrapper_cls: type | None = None,
+    option: str = "modules_to_save",
+) -> None:
+    """Raise if an entry of `names` (for `option`, wrapped with `wrapper_cls`) only matches a module
+    inside an adapter layer or wrapper: typically an adapter name equal to a module name."""
     from peftcore.modules_to_save import ModulesToSaveWrapper
     from peftcore.tuners.injector import targets_wrapped_module
 
-    inside = targets_wrapped_module(model, saved_modules)
+    inside = targets_wrapped_module(model, names)
     if inside:
         owner = _owning_wrapper(model, inside[0])
         raise ValueError(
-            f"You are trying to target a module with {ModulesToSaveWrapper} that is a child of {type(owner)}. "
-            "This is almost certainly not the intended behavior. Please ensure that the adapter name, "
-            f"'{adapter_name}', does not conflict with any of the targeted modules ({inside[0]!r} matches "
-            f"modules_to_save={saved_modules})."
+            f"You are trying to target a module with {wrapper_cls or ModulesToSaveWrapper} that is a child of "
+            f"{type(owner)}. This is almost certainly not the intended behavior. Please ensure that the adapter "
+            f"name, '{adapter_name}', does not conflict with any of the targeted modules ({inside[0]!r} "
+            f"matches {option}={names})."
         )
 
 

@@ -307,3 +307,16 @@ def test_weight_tying_is_planned_on_the_targets_as_given_not_the_all_linear_expa
     model = pm.get_base_model()
     assert isinstance(model.linear, LoraLayer) and isinstance(model.lm_head, LoraLayer)
     assert type(model.embed_tokens) is nn.Embedding
+
+
+def test_trainable_tokens_naming_an_adapter_instead_of_a_module_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="matches only the adapter's own name 'emb_adapter'"):
+        get_peft_model(
+            net(),
+            LoraConfig(target_modules=["lin0"], trainable_token_indices={"emb_adapter": [1]}),
+            adapter_name="emb_adapter",
+        )
+    pm = get_peft_model(net(), LoraConfig(target_modules=["lin0"]), adapter_name="first")
+    with pytest.raises(ValueError, match=r"TrainableTokensWrapper'> that is a child of <class .*Linear'>"):
+        pm.add_adapter("second", LoraConfig(target_modules=["lin1"], trainable_token_indices={"first": [1]}))
+    assert "second" not in pm.peft_config
