@@ -94,6 +94,10 @@ def get_peft_model(
     the base model's name) under `adapter_name`. Every target is validated before the model is
     modified.
 
+    `peft_config.base_model_name_or_path` is kept as given (e.g. the Hub id of a model loaded from a
+    local copy); when unset, `save_pretrained` fills it from the base model. (HF PEFT replaces it with
+    the model's `name_or_path` here, with a warning.)
+
     Args:
         model: the base model.
         peft_config: the adapter's config, e.g. `LoraConfig(...)`.
@@ -120,18 +124,6 @@ def get_peft_model(
     validate_adapter_name(adapter_name)
     method_for(peft_config)
     _warn_if_already_adapted(model)
-    name_or_path = model.__dict__.get("name_or_path")
-    if (
-        peft_config.base_model_name_or_path is not None
-        and peft_config.base_model_name_or_path != name_or_path
-    ):
-        warnings.warn(
-            f"The PEFT config's `base_model_name_or_path` was renamed from "
-            f"'{peft_config.base_model_name_or_path}' to '{name_or_path}': the config records the model it "
-            "was applied to. Load that base model when loading this adapter.",
-            stacklevel=2,
-        )
-    peft_config.base_model_name_or_path = name_or_path
     if revision is not None:
         if peft_config.revision is not None and peft_config.revision != revision:
             warnings.warn(

@@ -103,7 +103,16 @@ def save_adapters(
             }
         )
         peft_type = str(getattr(config.peft_type, "value", config.peft_type)).lower()
-        write_model_card(out_dir, config.base_model_name_or_path, tags=[peft_type])
+        write_model_card(out_dir, _card_base_model(model), tags=[peft_type])
+
+
+def _card_base_model(model: PeftModel) -> str | None:
+    """The model card's `base_model`: the base model's own config name (as HF PEFT), never the adapter
+    config's field, so a custom model without a config gets none (local paths are left out too)."""
+    config: Any = getattr(model.get_base_model(), "config", None)
+    data = config.to_dict() if hasattr(config, "to_dict") else {}
+    name = data.get("_name_or_path") if isinstance(data, dict) else None
+    return name or None
 
 
 def _base_name_or_path(model: PeftModel) -> str | None:

@@ -5,6 +5,7 @@ uninitialised models, loading with a given config, and the errors/warnings users
 from __future__ import annotations
 
 import functools
+import json
 import warnings
 from pathlib import Path
 
@@ -293,13 +294,31 @@ def test_from_pretrained_uses_the_given_config_object(tmp_path: Path) -> None:
 
 
 def test_custom_model_card_has_no_base_model_and_a_method_tag(tmp_path: Path) -> None:
-    with pytest.warns(UserWarning, match="was renamed from 'mine' to 'None'"):
-        pm = get_peft_model(mlp(), LoraConfig(target_modules=["lin0"], base_model_name_or_path="mine"))
+    # The card's base_model comes from the base model's own config (as HF PEFT): a custom model has none,
+    # whatever the adapter config names; the adapter config keeps the name it was given.
+    pm = get_peft_model(mlp(), LoraConfig(target_modules=["lin0"], base_model_name_or_path="org/mine"))
     pm.save_pretrained(tmp_path)
     card = (tmp_path / "README.md").read_text()
     front = card.split("---")[1]
     assert "library_name: peft" in front and "- lora" in front and "base_model:" not in front
     assert len(card) > 1000, "a filled-in template, not a stub"
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["base_model_name_or_path"] == "org/mine"
+
+
+def test_base_model_name_is_kept_as_given_and_filled_from_the_model_on_save(tmp_path: Path) -> None:
+    model = mlp()
+    model.name_or_path = "/local/copy/of/model"  # type: ignore[assignment]
+    pm = get_peft_model(model, LoraConfig(target_modules=["lin0"]))
+    assert pm.peft_config["default"].base_model_name_or_path is None  # filled at save time only
+    pm.save_pretrained(tmp_path / "a")
+    saved = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == "/local/copy/of/model"
+    model = mlp()
+    model.name_or_path = "/local/copy/of/model"  # type: ignore[assignment]
+    pm = get_peft_model(model, LoraConfig(target_modules=["lin0"], base_model_name_or_path="org/model"))
+    pm.save_pretrained(tmp_path / "b")
+    saved = json.loads((tmp_path / "b" / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == "org/model"
 
 
 # -- errors and warnings users match on -----------------------------------------------------------
