@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-browser run example test test-fast lint format typecheck bench check clean serve stop status
+.PHONY: setup setup-browser run example test test-fast lint format typecheck bench check clean serve stop status peft-suite
 
 setup: $(STAMP)
 
@@ -52,6 +52,12 @@ typecheck: setup
 	$(PY) -m mypy
 
 check: lint typecheck test
+
+# Hugging Face PEFT's own tests against peftcore (tools/peft-suite/README.md): a measurement, not a test.
+PEFT_SUITE_KIT ?= ../shared/peft-suite
+PEFT_SUITE_SELECTIONS ?= $(PEFT_SUITE_KIT)/selections/lora_core_realpass.txt
+peft-suite: setup
+	PEFT_SUITE_KIT=$(PEFT_SUITE_KIT) tools/peft-suite/measure.sh $(PEFT_SUITE_SELECTIONS)
 
 bench: setup
 	$(PY) bench/lora_step.py

@@ -1,5 +1,6 @@
 """peftcore: parameter-efficient fine-tuning with the Hugging Face PEFT API and adapter format."""
 
+from peftcore import tuners as tuners  # registers every method before anything looks one up
 from peftcore._version import __version__
 from peftcore.auto import (
     AutoPeftModel,
@@ -10,11 +11,21 @@ from peftcore.auto import (
     AutoPeftModelForSequenceClassification,
     AutoPeftModelForTokenClassification,
 )
+from peftcore.base_state_dict import get_base_model_state_dict, set_base_model_state_dict
 from peftcore.config import PeftConfig, PeftType, TaskType
-from peftcore.mapping import MODEL_TYPE_TO_PEFT_MODEL_MAPPING, get_peft_model
+from peftcore.errors import PeftWarning
+from peftcore.mapping import (
+    PEFT_TYPE_TO_CONFIG_MAPPING,
+    PEFT_TYPE_TO_PREFIX_MAPPING,
+    PEFT_TYPE_TO_TUNER_MAPPING,
+    get_peft_model,
+    inject_adapter_in_model,
+    register_peft_method,
+)
 from peftcore.peft_model import PeftModel
 from peftcore.serialization import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
 from peftcore.task_models import (
+    MODEL_TYPE_TO_PEFT_MODEL_MAPPING,
     PeftModelForCausalLM,
     PeftModelForFeatureExtraction,
     PeftModelForQuestionAnswering,
@@ -26,6 +37,9 @@ from peftcore.tuners.lora import LoraConfig, LoraModel
 
 __all__ = [
     "MODEL_TYPE_TO_PEFT_MODEL_MAPPING",
+    "PEFT_TYPE_TO_CONFIG_MAPPING",
+    "PEFT_TYPE_TO_PREFIX_MAPPING",
+    "PEFT_TYPE_TO_TUNER_MAPPING",
     "AutoPeftModel",
     "AutoPeftModelForCausalLM",
     "AutoPeftModelForFeatureExtraction",
@@ -44,10 +58,15 @@ __all__ = [
     "PeftModelForSequenceClassification",
     "PeftModelForTokenClassification",
     "PeftType",
+    "PeftWarning",
     "TaskType",
     "__version__",
+    "get_base_model_state_dict",
     "get_peft_model",
     "get_peft_model_state_dict",
+    "inject_adapter_in_model",
     "load_peft_weights",
+    "register_peft_method",
+    "set_base_model_state_dict",
     "set_peft_model_state_dict",
 ]

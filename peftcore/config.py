@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib.metadata
 import json
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from peftcore._version import __version__
-from peftcore.constants import CONFIG_NAME
+from peftcore.constants import CONFIG_NAME, PEFT_FORMAT_VERSION
 from peftcore.io import atomic_write_text, resolve_file
 
-C = TypeVar("C", bound="PeftConfig")
+# The Hugging Face PEFT version whose file format peftcore writes; stored as `peft_version` so that
+# readers which switch behaviour on that field (HF PEFT does for some methods) read our files right.
+__version__ = PEFT_FORMAT_VERSION
 
 
 class PeftType(str, enum.Enum):
@@ -43,14 +45,40 @@ class TaskType(str, enum.Enum):
     FEATURE_EXTRACTION = "FEATURE_EXTRACTION"
 
 
-# peft_type value -> config class; filled by each method's package at import time.
-CONFIG_REGISTRY: dict[str, type[PeftConfig]] = {}
+def _get_commit_hash(pkg_name: str) -> str | None:
+    """The VCS commit a package was installed from (`pip install git+...@<hash>`), if recorded."""
+    try:
+        dist = importlib.metadata.distribution(pkg_name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    text = dist.read_text("direct_url.json")
+    if not text:
+        return None
+    commit = json.loads(text).get("vcs_info", {}).get("commit_id")
+    return str(commit) if commit else None
 
 
-def register_config(cls: type[C]) -> type[C]:
-    """Class decorator: make `PeftConfig.from_pretrained` dispatch to `cls` for its `PEFT_TYPE`."""
-    CONFIG_REGISTRY[cls.PEFT_TYPE.value] = cls
-    return cls
+def _peft_version() -> str:
+    """`__version__`, plus `@<commit>` for a development version (`@UNKNOWN` when it cannot be told)."""
+    version = __version__
+    if "dev" not in version:
+        return version
+    try:
+        commit = _get_commit_hash("peftcore") or "UNKNOWN"
+    except Exception:  # never let version bookkeeping break building a config
+        warnings.warn(
+            "A dev version of PEFT is used but there was an error while trying to determine the commit hash; "
+            "peft_version is recorded without it",
+            stacklevel=3,
+        )
+        commit = "UNKNOWN"
+    return f"{version}@{commit}"
+
+
+def _registered_config(peft_type: str) -> type[PeftConfig] | None:
+    from peftcore.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    return PEFT_TYPE_TO_CONFIG_MAPPING.get(peft_type)
 
 
 @dataclass
@@ -67,24 +95,23 @@ class PeftConfig:
     PEFT_TYPE: ClassVar[PeftType]
     # Keys HF PEFT writes for features peftcore does not implement, with the value that means "off".
     # Loading a file that sets one of them to anything else fails instead of silently diverging.
-    NEUTRAL_FOREIGN_FIELDS: ClassVar[dict[str, Any]] = {"auto_mapping": None}
+    NEUTRAL_FOREIGN_FIELDS: ClassVar[dict[str, Any]] = {}
     # Keys HF PEFT writes that only matter when one of the features above is on (e.g. a group size
     # with a non-None default): dropped silently whatever their value.
     INERT_FOREIGN_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     task_type: TaskType | str | None = None
     peft_type: PeftType | str | None = field(default=None, init=True)
+    # For a custom (non-transformers) base model: its class and module, recorded by HF PEFT so that
+    # its AutoPeftModel can rebuild it. Informational: it does not change what the adapter computes.
+    auto_mapping: dict[str, Any] | None = None
     base_model_name_or_path: str | None = None
     revision: str | None = None
     inference_mode: bool = False
     peft_version: str | None = None
 
     def __post_init__(self) -> None:
-        if self.peft_type is not None and str(_enum_value(self.peft_type)) != self.PEFT_TYPE.value:
-            raise ValueError(
-                f"peft_type={_enum_value(self.peft_type)!r} does not match {type(self).__name__}; "
-                f"use the config class registered for that type or drop the peft_type argument"
-            )
+        # The class decides the method; a peft_type passed in (as HF PEFT's loaders do) is overridden.
         self.peft_type = self.PEFT_TYPE
         if self.task_type is not None:
             try:
@@ -92,15 +119,29 @@ class PeftConfig:
             except ValueError:
                 allowed = ", ".join(t.value for t in TaskType)
                 raise ValueError(
-                    f"task_type={self.task_type!r} is not a known task; use one of {allowed} or None"
+                    f"Invalid task type: {self.task_type!r}. Must be one of the following task types: {allowed}. "
+                    "Pass one of them (or None for a bare model) as task_type"
                 ) from None
         if self.peft_version is None:
-            self.peft_version = f"peftcore-{__version__}"
+            self.peft_version = _peft_version()
 
     @property
     def is_prompt_learning(self) -> bool:
         """True for methods that learn virtual tokens instead of wrapping layers."""
         return False
+
+    @property
+    def is_adaption_prompt(self) -> bool:
+        return False
+
+    @classmethod
+    def from_peft_type(cls, **kwargs: Any) -> PeftConfig:
+        """Build the config class registered for `kwargs["peft_type"]` from the other keyword arguments."""
+        peft_type = str(_enum_value(kwargs.pop("peft_type")))
+        target = _registered_config(peft_type)
+        if target is None:
+            raise ValueError(f"peft_type={peft_type!r} is not supported by peftcore")
+        return target(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict: enums as strings, sets as sorted lists."""
@@ -121,42 +162,48 @@ class PeftConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PeftConfig:
-        """Build the config class named by `data["peft_type"]` (or `cls`), ignoring unknown keys."""
+        """Build the config class named by `data["peft_type"]` (or `cls`), ignoring unknown keys.
+
+        Raises:
+            TypeError: `data` has no `peft_type` (it is not an adapter config).
+            ValueError: the type is unknown, or a key turns on a feature peftcore does not implement.
+        """
         data = dict(data)
-        target = cls
-        if "peft_type" not in data or data["peft_type"] is None:
-            if cls is PeftConfig:
-                raise ValueError(
-                    "the adapter config has no 'peft_type'; it must name the method, e.g. \"LORA\""
-                )
-        else:
-            peft_type = str(_enum_value(data["peft_type"]))
-            if peft_type not in CONFIG_REGISTRY:
-                known = ", ".join(sorted(CONFIG_REGISTRY))
-                raise ValueError(f"peft_type={peft_type!r} is not supported by peftcore; supported: {known}")
-            target = CONFIG_REGISTRY[peft_type]
-            if cls is not PeftConfig and not issubclass(target, cls):
-                raise ValueError(f"peft_type={peft_type!r} cannot be loaded as {cls.__name__}")
+        if data.get("peft_type") is None:
+            raise TypeError(
+                f"The {cls.__name__} config that is trying to be loaded is missing required keys: {{'peft_type'}}. "
+                'An adapter_config.json must name its method, e.g. "peft_type": "LORA"'
+            )
+        peft_type = str(_enum_value(data["peft_type"]))
+        target = _registered_config(peft_type)
+        if target is None:
+            from peftcore.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+            known = ", ".join(sorted(PEFT_TYPE_TO_CONFIG_MAPPING))
+            raise ValueError(f"peft_type={peft_type!r} is not supported by peftcore; supported: {known}")
+        if cls is not PeftConfig and not issubclass(target, cls):
+            raise ValueError(
+                f"peft_type={peft_type!r} cannot be loaded as {cls.__name__}; load it with PeftConfig.from_pretrained"
+            )
         known_fields = {f.name for f in dataclasses.fields(target) if f.init}
-        unknown = sorted(set(data) - known_fields)
         ignored = []
-        for key in unknown:
+        for key in sorted(set(data) - known_fields):
             value = data.pop(key)
             if key in target.INERT_FOREIGN_FIELDS:
                 continue
             neutral = target.NEUTRAL_FOREIGN_FIELDS.get(key, _NO_NEUTRAL)
-            if neutral is _NO_NEUTRAL or _is_neutral(value, neutral):
-                if neutral is _NO_NEUTRAL:
-                    ignored.append(key)
-                continue
-            raise ValueError(
-                f"adapter config sets {key}={value!r}, a feature peftcore does not implement; "
-                f"loading it would give different outputs than the library that wrote it"
-            )
+            if neutral is _NO_NEUTRAL:
+                ignored.append(key)
+            elif not _is_neutral(value, neutral):
+                raise ValueError(
+                    f"adapter config sets {key}={value!r}, a feature peftcore does not implement; "
+                    f"loading it would give different outputs than the library that wrote it"
+                )
         if ignored:
             warnings.warn(
-                f"ignoring unknown adapter config keys {ignored} (written by a newer or different library)",
-                stacklevel=2,
+                f"Unexpected keyword arguments {ignored} for class {target.__name__}, these are ignored. "
+                "They were written by a newer or different library version.",
+                stacklevel=3,
             )
         return target(**data)
 
@@ -170,6 +217,7 @@ class PeftConfig:
             raise ValueError(f"{path} is not valid JSON ({exc}); re-save the adapter") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        data.pop("runtime_config", None)  # settings of one session, never part of the adapter
         return data
 
     @classmethod
@@ -186,8 +234,13 @@ class PeftConfig:
             pretrained_model_name_or_path, CONFIG_NAME, subfolder=subfolder, revision=revision, token=token
         )
         data = cls.from_json_file(path)
-        data.update(kwargs)
+        data.update({k: v for k, v in kwargs.items() if k not in _HUB_KWARGS})
         return cls.from_dict(data)
+
+
+# Download options HF PEFT's `from_pretrained` accepts beside config overrides; resolved by the Hub
+# client's defaults here, never config fields.
+_HUB_KWARGS = frozenset({"cache_dir", "force_download", "local_files_only", "proxies", "use_auth_token"})
 
 
 _NO_NEUTRAL = object()

@@ -7,6 +7,10 @@ SAFETENSORS_WEIGHTS_NAME = "adapter_model.safetensors"
 WEIGHTS_NAME = "adapter_model.bin"  # legacy pickle format: read-only, weights_only=True
 MODEL_CARD_NAME = "README.md"
 
+# The Hugging Face PEFT release whose on-disk format peftcore reads and writes (see FORMAT.md); it is
+# what adapter_config.json records as `peft_version`.
+PEFT_FORMAT_VERSION = "0.21.2"
+
 # Tasks whose head is trained and saved in full alongside the adapter.
 TASK_HEAD_MODULES: dict[str, tuple[str, ...]] = {
     "SEQ_CLS": ("classifier", "score"),

@@ -10,16 +10,46 @@ from peftcore.constants import MODEL_CARD_NAME
 from peftcore.io import atomic_write_text
 
 _DEFAULT_BODY = """
-# Adapter
+# Adapter for {base}
 
-A parameter-efficient adapter for `{base}`, saved in the Hugging Face PEFT format
-(`adapter_config.json` + `adapter_model.safetensors`). Load it with `peftcore` or `peft`:
+A parameter-efficient adapter for `{base}`, saved in the Hugging Face PEFT format: the adapter's
+configuration in `adapter_config.json` and its weights in `adapter_model.safetensors`. Only the
+adapter is stored here; the base model's own weights are loaded from its repository.
+
+## How to use
+
+With peftcore or with Hugging Face `peft` (the files are the same):
 
 ```python
-from peftcore import AutoPeftModel
+from peftcore import AutoPeftModel  # or: from peft import AutoPeftModel
 
 model = AutoPeftModel.from_pretrained("<this repo or directory>")
 ```
+
+To attach it to a base model you loaded yourself:
+
+```python
+from peftcore import PeftModel
+
+model = PeftModel.from_pretrained(base_model, "<this repo or directory>")
+model = model.merge_and_unload()  # optional: fold the adapter into the base weights
+```
+
+## Model details
+
+- Base model: `{base}`
+- Method and settings: see `adapter_config.json` (`peft_type`, rank, targeted modules)
+- Library: written by peftcore {version}
+
+## Training details
+
+Describe the data, the hyperparameters and the evaluation results of this adapter here, so others can
+judge what it is good for and reproduce it.
+
+## Limitations
+
+An adapter inherits the biases and limits of its base model and of its training data; evaluate it on
+your own task before relying on it.
 """
 
 
@@ -39,7 +69,9 @@ def write_model_card(
     if os.path.isfile(path):
         card = ModelCard.load(path)
     else:
-        body = _DEFAULT_BODY.format(base=base_model or "a transformers model")
+        from peftcore._version import __version__
+
+        body = _DEFAULT_BODY.format(base=base_model or "a custom model", version=__version__)
         card = ModelCard(f"---\n{ModelCardData(library_name='peft').to_yaml()}\n---\n{body}")
     data: ModelCardData = card.data
     data.library_name = "peft"

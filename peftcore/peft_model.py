@@ -2,6 +2,8 @@
 
 Structure (and so every state_dict key) matches HF PEFT: `PeftModel.base_model` is the tuner (e.g.
 `LoraModel`) and `PeftModel.base_model.model` the transformers model with adapter layers inside.
+Attributes the PeftModel lacks are looked up on the tuner, then on the transformers model
+(`peft_model.config`, `peft_model.lin0`, ...).
 
 `state_dict()` returns the adapter state only (every adapter's tensors, trainable biases and
 modules_to_save copies, under in-memory names). Tools that checkpoint through `state_dict()` — the
@@ -12,48 +14,31 @@ back with `load_state_dict`; the frozen base is never duplicated on disk.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
+from peftcore import persistence
+from peftcore.auxiliary import AuxiliaryTrainingWrapper
 from peftcore.config import PeftConfig
-from peftcore.constants import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
-from peftcore.hub import push_folder_to_hub, write_model_card
-from peftcore.io import atomic_write_files, safetensors_writer, text_writer
-from peftcore.serialization import (
-    adapter_key_map,
-    get_peft_model_state_dict,
-    load_peft_weights,
-    set_peft_model_state_dict,
-)
-from peftcore.tuners import tuner_class_for
-
-
-def validate_adapter_name(adapter_name: Any) -> str:
-    """Adapter names become directory names on save: no separators, no dots-only names."""
-    if not isinstance(adapter_name, str) or not adapter_name:
-        raise ValueError(f"adapter_name={adapter_name!r} must be a non-empty string, e.g. 'default'")
-    if "/" in adapter_name or "\\" in adapter_name or os.sep in adapter_name or adapter_name in (".", ".."):
-        raise ValueError(
-            f"adapter_name={adapter_name!r} contains a path separator or is a relative path; "
-            "adapters are saved to <dir>/<adapter_name>/, so use a plain name such as 'sentiment'"
-        )
-    if "." in adapter_name:
-        raise ValueError(
-            f"adapter_name={adapter_name!r} contains '.', which would break state_dict keys; use '_' instead"
-        )
-    return adapter_name
+from peftcore.hub import push_folder_to_hub
+from peftcore.mapping import method_for
+from peftcore.persistence import validate_adapter_name
+from peftcore.serialization import load_peft_weights
+from peftcore.tuners.base import BaseTuner
+from peftcore.tuners.base_layer import BaseTunerLayer
 
 
 class PeftModel(nn.Module):
     """A base model with one or more adapters. Use `get_peft_model` or `PeftModel.from_pretrained`."""
+
+    base_model: BaseTuner
 
     def __init__(
         self,
@@ -67,25 +52,25 @@ class PeftModel(nn.Module):
         validate_adapter_name(adapter_name)
         if peft_config.is_prompt_learning:
             raise ValueError(f"{peft_config.peft_type} is not available in this peftcore version")
-        tuner = tuner_class_for(peft_config)
-        self.base_model = tuner(model, peft_config, adapter_name, autocast_adapter_dtype)
+        tuner: Any = method_for(peft_config).model_cls
+        self.base_model = tuner(
+            model,
+            {adapter_name: peft_config},
+            adapter_name,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            autocast_adapter_dtype=autocast_adapter_dtype,
+        )
 
     # -- attribute access -------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
-        """Fall back to the transformers model (config, generation_config, device, ...)."""
+        """Fall back to the tuner and through it to the transformers model (config, device, submodules)."""
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name in ("base_model", "__setstate__") or "base_model" not in self._modules:
+            modules = self.__dict__.get("_modules")
+            if name == "base_model" or modules is None or "base_model" not in modules:
                 raise
-        model = self._modules["base_model"].model  # type: ignore[union-attr]
-        try:
-            return getattr(model, name)
-        except AttributeError:
-            raise AttributeError(
-                f"'{type(self).__name__}' object and its base model '{type(model).__name__}' "
-                f"have no attribute '{name}'"
-            ) from None
+        return getattr(modules["base_model"], name)
 
     @property
     def peft_config(self) -> dict[str, PeftConfig]:
@@ -93,11 +78,21 @@ class PeftModel(nn.Module):
 
     @property
     def active_adapter(self) -> str:
-        return self.base_model.active_adapter
+        """The active adapter (the first one when several are active: see `active_adapters`)."""
+        names = self.base_model.active_adapters
+        return names[0] if names else ""
 
     @property
     def active_adapters(self) -> list[str]:
         return list(self.base_model.active_adapters)
+
+    @property
+    def active_peft_config(self) -> PeftConfig:
+        return self.peft_config[self.active_adapters[0]]
+
+    @property
+    def peft_type(self) -> Any:
+        return self.active_peft_config.peft_type
 
     @property
     def modules_to_save(self) -> set[str] | None:
@@ -127,42 +122,93 @@ class PeftModel(nn.Module):
 
     # -- forward / generate -----------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.get_base_model()(*args, **kwargs)
+        """The base model's forward; `adapter_names=[...]` (one per row) mixes adapters in one batch."""
+        with self.base_model._enable_peft_forward_hooks(*args, **kwargs):
+            kwargs.pop("adapter_names", None)
+            return self.get_base_model()(*args, **kwargs)
 
     def _forward_named(self, **kwargs: Any) -> Any:
         """Call the base model with the named arguments that were actually given."""
-        return self.get_base_model()(**{k: v for k, v in kwargs.items() if v is not None})
+        return PeftModel.forward(self, **{k: v for k, v in kwargs.items() if v is not None})
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
-        return self.get_base_model().generate(*args, **kwargs)  # type: ignore[operator]
+        with self.base_model._enable_peft_forward_hooks(*args, **kwargs):
+            kwargs.pop("adapter_names", None)
+            return self.get_base_model().generate(*args, **kwargs)  # type: ignore[operator]
 
     # -- adapters ---------------------------------------------------------------------------------
     def add_adapter(
-        self, adapter_name: str, peft_config: PeftConfig, low_cpu_mem_usage: bool = False
+        self,
+        adapter_name: str,
+        peft_config: PeftConfig,
+        low_cpu_mem_usage: bool = False,
+        autocast_adapter_dtype: bool = True,
     ) -> None:
-        """Add a new adapter (not activated; call `set_adapter` to train or use it)."""
-        validate_adapter_name(adapter_name)
-        current = next(iter(self.peft_config.values()))
-        if peft_config.peft_type != current.peft_type:
-            raise ValueError(
-                f"cannot add a {peft_config.peft_type} adapter to a model holding {current.peft_type} adapters"
-            )
-        self.base_model.inject_adapter(adapter_name, peft_config)
+        """Add a new adapter (not activated; call `set_adapter` to train or use it).
 
-    def set_adapter(self, adapter_name: str) -> None:
-        self.base_model.set_adapter(adapter_name)
+        Raises:
+            ValueError: the name exists already, is not a plain name, or the method differs from the
+                model's adapters. The model is unchanged when this raises.
+        """
+        validate_adapter_name(adapter_name)
+        if adapter_name in self.peft_config:
+            raise ValueError(
+                f"Adapter with name {adapter_name!r} already exists; pick a new name or delete_adapter it first"
+            )
+        current = next(iter(self.peft_config.values()), None)
+        if current is not None and peft_config.peft_type != current.peft_type:
+            raise ValueError(
+                f"cannot add a {peft_config.peft_type} adapter to a model holding {current.peft_type} adapters; "
+                "use one method per PeftModel"
+            )
+        self.base_model.inject_adapter(
+            self.base_model.model,
+            adapter_name,
+            config=peft_config,
+            autocast_adapter_dtype=autocast_adapter_dtype,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+        )
+
+    def set_adapter(self, adapter_name: str, inference_mode: bool = False) -> None:
+        """Activate `adapter_name` (trainable unless `inference_mode`); the others are frozen and unused."""
+        if adapter_name not in self.peft_config:
+            raise ValueError(f"Adapter {adapter_name} not found; available: {sorted(self.peft_config)}")
+        self.base_model.set_adapter(adapter_name, inference_mode=inference_mode)
 
     def delete_adapter(self, adapter_name: str) -> None:
         self.base_model.delete_adapter(adapter_name)
 
+    def set_requires_grad(self, adapter_names: str | list[str], requires_grad: bool = True) -> None:
+        """Switch gradients of the named adapters on or off (whether active or not)."""
+        self.base_model.set_requires_grad(adapter_names, requires_grad=requires_grad)
+
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
         """Run the base model without any adapter inside the block (merged adapters are unmerged)."""
+        states = {
+            m.disable_adapters
+            for m in self.modules()
+            if isinstance(m, BaseTunerLayer | AuxiliaryTrainingWrapper)
+        }
+        if len(states) > 1:
+            warnings.warn(
+                "The model contains some adapter layers that are enabled and others that are disabled. This is most "
+                "likely unintentional. After exiting the disable_adapter context, all adapters will be enabled",
+                stacklevel=3,
+            )
+        was_disabled = states == {True}
         self.base_model.disable_adapter_layers()
         try:
             yield
         finally:
-            self.base_model.enable_adapter_layers()
+            if not was_disabled:
+                self.base_model.enable_adapter_layers()
+
+    def enable_adapter_layers(self) -> None:
+        self.base_model.enable_adapter_layers()
+
+    def disable_adapter_layers(self) -> None:
+        self.base_model.disable_adapter_layers()
 
     def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
         self.base_model.merge_adapter(adapter_names, safe_merge=safe_merge)
@@ -203,20 +249,13 @@ class PeftModel(nn.Module):
             activation_checkpointing_kwargs=gradient_checkpointing_kwargs, **kw
         )
 
-    def _adapter_state_keys(self) -> list[str]:
-        keys: dict[str, None] = {}
-        for name, config in self.peft_config.items():
-            for mem in adapter_key_map(self, name, getattr(config, "bias", "none")).values():
-                keys[mem] = None
-        return list(keys)
-
     def state_dict(
         self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False
     ) -> Any:  # type: ignore[override]
         """The adapter state only (all adapters), under in-memory keys. See the module docstring."""
         out: Any = OrderedDict() if destination is None else destination
         params = dict(self.named_parameters(remove_duplicate=False))
-        for key in self._adapter_state_keys():
+        for key in persistence.adapter_state_keys(self):
             tensor = params[key]
             out[prefix + key] = tensor if keep_vars else tensor.detach()
         return out
@@ -226,7 +265,7 @@ class PeftModel(nn.Module):
     ) -> Any:  # type: ignore[override]
         """Load adapter state (a full state dict works too); strict checks only adapter keys."""
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        expected = set(self._adapter_state_keys())
+        expected = set(persistence.adapter_state_keys(self))
         missing = [k for k in result.missing_keys if k in expected]
         if strict and (missing or result.unexpected_keys):
             raise RuntimeError(
@@ -240,6 +279,7 @@ class PeftModel(nn.Module):
         save_directory: str | os.PathLike[str],
         safe_serialization: bool = True,
         selected_adapters: list[str] | None = None,
+        save_embedding_layers: bool | Literal["auto"] = "auto",
         is_main_process: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -247,43 +287,16 @@ class PeftModel(nn.Module):
 
         "default" goes to `save_directory/`, any other adapter to `save_directory/<name>/`. Each file
         is written to a temp file and renamed, so a failure leaves the previous adapter intact.
+        `save_embedding_layers` also stores the full embedding weights (see get_peft_model_state_dict).
         """
-        save_directory = os.fspath(save_directory)
-        if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory={save_directory!r} is a file; pass a directory")
-        if not safe_serialization:
-            warnings.warn("peftcore writes safetensors only; ignoring safe_serialization=False", stacklevel=2)
-        names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
-        unknown = [n for n in names if n not in self.peft_config]
-        if unknown:
-            raise ValueError(
-                f"selected_adapters {unknown} do not exist; available: {sorted(self.peft_config)}"
-            )
-        if not is_main_process:
-            return
-        for name in names:
-            out_dir = save_directory if name == "default" else os.path.join(save_directory, name)
-            os.makedirs(out_dir, exist_ok=True)
-            tensors = get_peft_model_state_dict(self, adapter_name=name)
-            config = copy.deepcopy(self.peft_config[name])
-            if config.base_model_name_or_path is None:
-                config.base_model_name_or_path = self._base_name_or_path()
-            config.inference_mode = True
-            # Weights and config are committed together: a failure leaves the previous pair intact.
-            atomic_write_files(
-                {
-                    os.path.join(out_dir, SAFETENSORS_WEIGHTS_NAME): safetensors_writer(tensors),
-                    os.path.join(out_dir, CONFIG_NAME): text_writer(config.to_json_string()),
-                }
-            )
-            write_model_card(out_dir, config.base_model_name_or_path)
-
-    def _base_name_or_path(self) -> str | None:
-        model = self.get_base_model()
-        name = getattr(model, "name_or_path", None) or getattr(
-            getattr(model, "config", None), "_name_or_path", None
+        persistence.save_adapters(
+            self,
+            save_directory,
+            selected_adapters,
+            save_embedding_layers,
+            is_main_process,
+            safe_serialization,
         )
-        return name or None
 
     def push_to_hub(
         self,
@@ -318,30 +331,34 @@ class PeftModel(nn.Module):
         is_trainable: bool = False,
         config: PeftConfig | None = None,
         autocast_adapter_dtype: bool = True,
-        revision: str | None = None,
-        subfolder: str | None = None,
-        token: str | None = None,
+        ephemeral_gpu_offload: bool = False,
+        low_cpu_mem_usage: bool = False,
+        key_mapping: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> PeftModel:
         """Attach a saved adapter (directory or Hub repo id) to `model`.
 
-        The config and weights are read and checked before `model` is modified; if the weights do not
-        fit, the adapter layers are removed again and `model` is left as it was.
+        `config` given: the model uses that very object (its `inference_mode` set from `is_trainable`).
+        Other keyword arguments: `revision`, `subfolder`, `token`, `torch_device`,
+        `ignore_mismatched_sizes`. If the weights do not fit, the adapter layers are removed again and
+        `model` is left as it was.
         """
         from peftcore.mapping import peft_class_for_task
 
         validate_adapter_name(adapter_name)
+        hub = {k: kwargs.get(k) for k in ("subfolder", "revision", "token")}
         if config is None:
-            config = PeftConfig.from_pretrained(model_id, subfolder=subfolder, revision=revision, token=token)
-        weights = load_peft_weights(model_id, subfolder=subfolder, revision=revision, token=token)
-        config = copy.deepcopy(config)
+            config = PeftConfig.from_pretrained(model_id, **hub)
+        weights = load_peft_weights(model_id, device=kwargs.get("torch_device"), **hub)
         config.inference_mode = not is_trainable
         target = cls if cls is not PeftModel else peft_class_for_task(config.task_type)
         # Wrapping freezes every base parameter; a failed load must give the flags back as well.
         requires_grad = [(p, p.requires_grad) for p in model.parameters()]
-        peft_model = target(model, config, adapter_name, autocast_adapter_dtype)
+        peft_model = target(model, config, adapter_name, autocast_adapter_dtype, low_cpu_mem_usage)
         try:
-            peft_model._load_weights(weights, adapter_name)
+            peft_model._load_weights(
+                weights, adapter_name, key_mapping, kwargs.get("ignore_mismatched_sizes", False)
+            )
         except Exception:
             peft_model.base_model.unload()
             for param, flag in requires_grad:
@@ -358,37 +375,45 @@ class PeftModel(nn.Module):
         is_trainable: bool = False,
         torch_device: str | None = None,
         autocast_adapter_dtype: bool = True,
-        revision: str | None = None,
-        subfolder: str | None = None,
-        token: str | None = None,
+        ephemeral_gpu_offload: bool = False,
+        low_cpu_mem_usage: bool = False,
+        key_mapping: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Load weights into `adapter_name`, creating it from the saved config if it does not exist."""
+        """Load weights into `adapter_name`, creating it from the saved config if it does not exist.
+
+        Returns the (missing, unexpected) keys of the load, like `nn.Module.load_state_dict`.
+        """
         validate_adapter_name(adapter_name)
-        config = PeftConfig.from_pretrained(model_id, subfolder=subfolder, revision=revision, token=token)
-        weights = load_peft_weights(
-            model_id, device=torch_device, subfolder=subfolder, revision=revision, token=token
-        )
+        hub = {k: kwargs.get(k) for k in ("subfolder", "revision", "token")}
+        config = PeftConfig.from_pretrained(model_id, **hub)
+        weights = load_peft_weights(model_id, device=torch_device, **hub)
         created = adapter_name not in self.peft_config
         if created:
             config.inference_mode = not is_trainable
-            self.add_adapter(adapter_name, config)
+            self.add_adapter(
+                adapter_name,
+                config,
+                low_cpu_mem_usage=low_cpu_mem_usage,
+                autocast_adapter_dtype=autocast_adapter_dtype,
+            )
         try:
-            missing = self._load_weights(weights, adapter_name)
+            result = self._load_weights(
+                weights, adapter_name, key_mapping, kwargs.get("ignore_mismatched_sizes", False)
+            )
         except Exception:
             if created:
                 self.delete_adapter(adapter_name)
             raise
         if not is_trainable:
             self.eval()
-        return _IncompatibleKeys(missing, [])
+        return result
 
-    def _load_weights(self, weights: dict[str, torch.Tensor], adapter_name: str) -> list[str]:
-        missing = set_peft_model_state_dict(self, weights, adapter_name)
-        if missing:
-            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            warnings.warn(
-                f"adapter {adapter_name!r}: {len(missing)} tensors missing from the file: {shown}",
-                stacklevel=3,
-            )
-        return missing
+    def _load_weights(
+        self,
+        weights: dict[str, torch.Tensor],
+        adapter_name: str,
+        key_mapping: dict[str, str] | None = None,
+        ignore_mismatched_sizes: bool = False,
+    ) -> _IncompatibleKeys:
+        return persistence.load_weights(self, weights, adapter_name, key_mapping, ignore_mismatched_sizes)

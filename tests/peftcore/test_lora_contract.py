@@ -31,7 +31,7 @@ from peftcore.task_models import (
     PeftModelForSeq2SeqLM,
     PeftModelForSequenceClassification,
 )
-from peftcore.tuners.lora.layer import Embedding as LoraEmbedding
+from peftcore.tuners.lora.embedding import Embedding as LoraEmbedding
 from peftcore.tuners.lora.layer import LoraLayer
 from tests import tiny
 
@@ -60,8 +60,9 @@ PEFT_CLASS = {
 REGEX_TARGET = r".*\.0\..*\.(q_proj|k_proj|c_attn|q|k|query|key)"
 
 # fp32 on tiny models: merged weights apply W + sBA in one matmul instead of two, so results agree to
-# rounding only; 1e-5 is a few ulps at the logits' magnitude. Everything else is compared at 1e-6 or exactly.
-MERGE_TOL = {"atol": 1e-5, "rtol": 1e-5}
+# rounding only; 2e-5 is a few ulps at the logits' magnitude (rsLoRA on T5, scaling 8, reaches 1.05e-5
+# with init_lora_weights=False). Everything else is compared at 1e-6 or exactly.
+MERGE_TOL = {"atol": 2e-5, "rtol": 1e-5}
 TIGHT = {"atol": 1e-6, "rtol": 1e-6}
 
 # GPT-2's Conv1D layers need fan_in_fan_out=True; peftcore switches it on and says so for each layer.
@@ -358,6 +359,13 @@ def _expected_disk_keys(pm: PeftModel, config: LoraConfig) -> set[str]:
         for n, _ in model.named_parameters():
             if n.endswith("bias") and ".original_module." not in n and ".modules_to_save." not in n:
                 keys.add(f"base_model.model.{n}")
+    if any(name in (config.target_modules or ()) for name in ("embed_tokens", "lm_head")):
+        # As HF PEFT: targeting an embedding also saves the full input/output embedding weights
+        # (save_embedding_layers="auto"), so a resized vocabulary travels with the adapter.
+        for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if isinstance(layer, LoraLayer):  # only the adapted ones (T5's `shared` is not)
+                name = next(n for n, m in model.named_modules() if m is layer)
+                keys.add(f"base_model.model.{name}.base_layer.weight")
     return keys
 
 
@@ -485,8 +493,10 @@ def test_several_adapters_switch_save_load_delete(arch: str, tmp_path: Path) -> 
     assert list(pm.peft_config) == ["default"] and pm.active_adapter == "default"
     assert not any(".other" in n for n, _ in pm.named_parameters())
     torch.testing.assert_close(out(pm, arch), default_out, atol=0, rtol=0)
-    with pytest.raises(ValueError, match="only adapter"):
-        pm.delete_adapter("default")
+    # The last adapter can go too (as in HF PEFT): no adapter is left active and the base model answers.
+    pm.delete_adapter("default")
+    assert pm.peft_config == {} and pm.active_adapters == []
+    torch.testing.assert_close(out(pm.base_model, arch), out(reference, arch), atol=0, rtol=0)
 
 
 # -- Conv2d ---------------------------------------------------------------------------------------

@@ -6,16 +6,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from peftcore.tuners.lora.layer import Linear
+from peftcore import LoraConfig
+from peftcore.tuners.lora.linear import Linear
 
 
 def _layer(seed: int = 0) -> Linear:
     torch.manual_seed(seed)
     base = nn.Linear(16, 12).requires_grad_(False)
-    layer = Linear(base, fan_in_fan_out=False)
-    layer.update_layer("default", 4, 8.0, 0.0, False, False, False)
-    layer.set_active_adapters(["default"], trainable=True)
-    return layer
+    config = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False)
+    return Linear(base, "default", config=config, r=4, lora_alpha=8)
 
 
 def _reference(layer: Linear, x: torch.Tensor) -> torch.Tensor:

@@ -397,5 +397,6 @@ def test_generate_passes_through_and_matches_merged_model(arch: str) -> None:
     adapted_scores, base_scores = torch.stack(adapted.scores), torch.stack(base.scores)
     assert not torch.allclose(adapted_scores, base_scores, atol=1e-3), "generate() bypassed the adapter"
     assert torch.equal(adapted.sequences, merged.sequences)
-    # fp32 rounding-order difference of merged vs unmerged weights; T5's scores reach ~3.4, hence rtol.
-    torch.testing.assert_close(torch.stack(merged.scores), adapted_scores, atol=1e-6, rtol=1e-6)
+    # fp32 rounding-order difference of merged vs unmerged weights, accumulated over T5's layers; its scores
+    # reach ~3.4, where 5e-6 is about 20 ulps.
+    torch.testing.assert_close(torch.stack(merged.scores), adapted_scores, atol=5e-6, rtol=1e-6)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from peftcore.config import PeftConfig, PeftType, register_config
+from torch import nn
+
+from peftcore.config import PeftConfig, PeftType
 
 # HF PEFT LoRA fields peftcore does not implement, with the value meaning "feature off". A file
 # that turns one of them on is refused (see PeftConfig.from_dict).
 _NEUTRAL: dict[str, Any] = {
-    "auto_mapping": None,
-    "megatron_config": None,
-    "trainable_token_indices": None,
     "loftq_config": {},
     "eva_config": None,
     "corda_config": None,
@@ -23,17 +23,13 @@ _NEUTRAL: dict[str, Any] = {
     "use_qalora": False,
     "monteclora_config": None,
     "layer_replication": None,
-    "lora_bias": False,
-    "target_parameters": None,
     "use_bdlora": None,
     "arrow_config": None,
     "kasa_config": None,
-    "ensure_weight_tying": False,
 }
 # HF PEFT fields that carry no meaning unless one of the features above is on; dropped silently
 # whatever their value (HF PEFT writes `megatron_core: "megatron.core"`, `qalora_group_size: 16`).
 _INERT = (
-    "megatron_core",
     "qalora_group_size",
     "runtime_config",
     "direction",
@@ -47,10 +43,10 @@ _INERT = (
     "buffer_size",
 )
 
-InitLora = bool | Literal["gaussian"]
+InitLora = bool | Literal["gaussian", "orthogonal"]
+_INITS: tuple[Any, ...] = (True, False, "gaussian", "orthogonal")
 
 
-@register_config
 @dataclass
 class LoraConfig(PeftConfig):
     """Low-rank adaptation: `y = W x + (lora_alpha / r) * B A x` on each targeted layer.
@@ -66,13 +62,21 @@ class LoraConfig(PeftConfig):
         bias: which biases train: "none", "all", or "lora_only" (those of adapted layers).
         use_rslora: rank-stabilised scaling `lora_alpha / sqrt(r)`.
         modules_to_save: extra modules trained in full and saved (e.g. a new head).
-        init_lora_weights: True (A kaiming-uniform, B zero), "gaussian" (A ~ N(0, 1/r)), or False
-            (random B too: the adapter is not the identity at init; for tests).
+        init_lora_weights: True (A kaiming-uniform, B zero), "gaussian" (A ~ N(0, 1/r)), "orthogonal"
+            (A, B non-zero with B A = 0; even r), or False (random B too: not the identity at init).
         layers_to_transform: only adapt these layer indices.
         layers_pattern: the name of the layer list (e.g. "layers", "h") used with layers_to_transform.
         rank_pattern: per-module rank overrides, keyed by name or regex.
         alpha_pattern: per-module alpha overrides, keyed by name or regex.
-        use_dora: weight-decomposed LoRA (magnitude vector + LoRA direction), on Linear/Conv1D layers.
+        use_dora: weight-decomposed LoRA (magnitude vector + LoRA direction).
+        lora_bias: give B a bias (trained, merged into the base layer's bias).
+        target_parameters: parameter names (e.g. "experts.gate_up_proj") adapted directly, for
+            weights used without a Linear module (MoE experts).
+        trainable_token_indices: embedding rows trained in full: a list of token ids (input
+            embedding) or {module name: token ids}.
+        ensure_weight_tying: keep an adapter on a tied input embedding / output head tied too.
+        megatron_config: Megatron-LM parallel layers; not supported by peftcore (kept for validation).
+        megatron_core: the Megatron module path HF PEFT records.
     """
 
     PEFT_TYPE: ClassVar[PeftType] = PeftType.LORA
@@ -94,9 +98,17 @@ class LoraConfig(PeftConfig):
     rank_pattern: dict[str, int] = field(default_factory=dict)
     alpha_pattern: dict[str, float] = field(default_factory=dict)
     use_dora: bool = False
+    lora_bias: bool = False
+    target_parameters: list[str] | None = None
+    trainable_token_indices: list[int] | dict[str, list[int]] | None = None
+    ensure_weight_tying: bool = False
+    megatron_config: dict[str, Any] | None = None
+    megatron_core: str | None = "megatron.core"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # Custom layer classes (`_register_custom_module`): a runtime setting, never saved.
+        self._custom_modules: dict[type[nn.Module], type[nn.Module]] | None = None
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ValueError(f"r={self.r!r} must be a positive integer (the LoRA rank), e.g. r=8")
         if not isinstance(self.lora_alpha, int | float) or not math.isfinite(self.lora_alpha):
@@ -107,13 +119,23 @@ class LoraConfig(PeftConfig):
             )
         if self.bias not in ("none", "all", "lora_only"):
             raise ValueError(f"bias={self.bias!r} must be one of 'none', 'all', 'lora_only'")
-        if self.init_lora_weights not in (True, False, "gaussian"):
+        init = self.init_lora_weights
+        if not (isinstance(init, bool) or (isinstance(init, str) and init in _INITS)):
             raise ValueError(
                 f"init_lora_weights={self.init_lora_weights!r} is not supported; "
-                "use True (default), 'gaussian', or False"
+                "use True (default), 'gaussian', 'orthogonal' or False"
             )
         self.target_modules = _as_name_set(self.target_modules, "target_modules")
         self.exclude_modules = _as_name_set(self.exclude_modules, "exclude_modules")
+        if self.target_parameters is not None:
+            if not isinstance(self.target_parameters, list | tuple) or not all(
+                isinstance(p, str) for p in self.target_parameters
+            ):
+                raise TypeError(
+                    f"`target_parameters` must be a list of strings or None, got {self.target_parameters!r}; "
+                    "e.g. target_parameters=['experts.gate_up_proj']"
+                )
+            self.target_parameters = list(self.target_parameters)
         if self.modules_to_save is not None:
             if isinstance(self.modules_to_save, str):
                 raise TypeError(
@@ -121,18 +143,46 @@ class LoraConfig(PeftConfig):
                     f"e.g. [{self.modules_to_save!r}]"
                 )
             self.modules_to_save = list(self.modules_to_save)
-        if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
-            raise ValueError(
-                "layers_to_transform cannot be used when target_modules is a regex string; "
-                "encode the layer indices in the regex instead"
-            )
-        if self.layers_pattern and self.layers_to_transform is None:
-            raise ValueError(
-                f"layers_pattern={self.layers_pattern!r} needs layers_to_transform (the indices to adapt)"
-            )
+        self._check_layer_selection()
         for name, value in self.rank_pattern.items():
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"rank_pattern[{name!r}]={value!r} must be a positive integer")
+        if self.use_dora and self.megatron_config:
+            raise ValueError("DoRA does not support megatron_core, please set `use_dora=False`.")
+        if self.lora_bias:
+            if self.use_dora:
+                raise ValueError(
+                    "The argument lora_bias=True is not supported for DoRA, please pass use_dora=False"
+                )
+            if self.init_lora_weights not in (True, False):
+                raise ValueError(
+                    f"The argument lora_bias=True is not supported for init_lora_weights={self.init_lora_weights!r}; "
+                    "use init_lora_weights=True or False"
+                )
+
+    def _check_layer_selection(self) -> None:
+        if isinstance(self.target_modules, str):
+            if self.layers_to_transform is not None:
+                raise ValueError(
+                    "`layers_to_transform` cannot be used when `target_modules` is a str. Encode the layer indices "
+                    "in the regex instead"
+                )
+            if self.layers_pattern is not None:
+                raise ValueError(
+                    "`layers_pattern` cannot be used when `target_modules` is a str. Encode the layer names in the "
+                    "regex instead"
+                )
+        if self.layers_pattern and self.layers_to_transform is None:
+            raise ValueError(
+                "When `layers_pattern` is specified, `layers_to_transform` must also be specified: "
+                f"layers_pattern={self.layers_pattern!r} needs the indices to adapt"
+            )
+
+    def _register_custom_module(self, mapping: dict[type[nn.Module], type[nn.Module]]) -> None:
+        """Use the given LoRA layer classes for the given module types (experimental, as in HF PEFT)."""
+        if self._custom_modules is None:
+            self._custom_modules = {}
+        self._custom_modules.update(mapping)
 
     def rank_and_alpha(self, module_name: str) -> tuple[int, float]:
         """The rank and alpha for one module after `rank_pattern` / `alpha_pattern` overrides."""
@@ -156,8 +206,6 @@ def _as_name_set(value: Any, name: str) -> set[str] | str | None:
 
 
 def _pattern_value(patterns: dict[str, Any], module_name: str, default: Any) -> Any:
-    import re
-
     for key, value in patterns.items():
         if re.match(rf"(.*\.)?({key})$", module_name):
             return value

@@ -1,0 +1,195 @@
+"""`BaseTunerLayer`: the bookkeeping every adapter layer shares, whatever its method.
+
+An adapter layer wraps one module of the base model (`base_layer`) and keeps, per adapter name, its own
+tensors in containers named by `adapter_layer_names` (e.g. LoRA's `lora_A`, `lora_B`) and its own
+settings in dicts named by `other_param_names` (e.g. `r`, `scaling`). Everything here works only
+through those two tuples, so a method declares its containers and inherits adapter selection,
+enabling/disabling, gradient switching and deletion.
+
+This is a plain class, not an `nn.Module`: a concrete layer is `class Linear(nn.Module, LoraLayer)`,
+so custom layers written for Hugging Face PEFT (`class MyLora(nn.Module, LoraLayer)`) work unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _set_requires_grad(entry: Any, flag: bool) -> None:
+    if isinstance(entry, nn.Parameter):
+        entry.requires_grad_(flag)
+    elif isinstance(entry, nn.Module):
+        for param in entry.parameters():
+            param.requires_grad_(flag)
+
+
+def as_name_list(adapter_names: str | Iterable[str]) -> list[str]:
+    """`"a"` → `["a"]`; any other iterable of names → a list."""
+    return [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+
+
+class BaseTunerLayer:
+    """Adapter selection, enable/disable, gradients and deletion for one wrapped module.
+
+    Attributes:
+        adapter_layer_names: names of the containers (ModuleDict / ParameterDict) holding trainable
+            per-adapter tensors; they are what `set_adapter` switches gradients on and off for.
+        other_param_names: names of dicts holding per-adapter settings (rank, scaling, ...).
+        merged_adapters: adapters currently folded into the base weight, oldest first.
+    """
+
+    adapter_layer_names: tuple[str, ...] = ()
+    other_param_names: tuple[str, ...] = ()
+
+    # Set by __init__; declared for type checkers (the concrete class is also an nn.Module).
+    base_layer: nn.Module
+    merged_adapters: list[str]
+    _active_adapter: str | list[str]
+    _disable_adapters: bool
+
+    def __init__(self, base_layer: nn.Module, **kwargs: Any) -> None:
+        self.base_layer = base_layer
+        self._active_adapter = "default"
+        self._disable_adapters = False
+        self.merged_adapters = []
+        self.kwargs = kwargs
+
+    # -- the wrapped module ---------------------------------------------------------------------
+    def get_base_layer(self) -> nn.Module:
+        """The innermost wrapped module (adapter layers can be nested, e.g. a parameter wrapper)."""
+        layer: Any = self
+        while hasattr(layer, "base_layer"):
+            layer = layer.base_layer
+        return layer
+
+    def adapter_tensor_keys(self, adapter_name: str) -> dict[str, str]:
+        """On-disk key → in-memory key, both relative to this layer, of `adapter_name`'s tensors.
+
+        The adapter name is dropped on disk: `lora_A.<name>.weight` is saved as `lora_A.weight`, and a
+        ParameterDict entry `<container>.<name>` as `<container>`. A method whose file format differs
+        overrides this (its name ↔ file-key mapping).
+        """
+        keys: dict[str, str] = {}
+        for container in self.adapter_layer_names:
+            box = getattr(self, container, None)
+            if box is None or adapter_name not in box:
+                continue
+            entry = box[adapter_name]
+            if isinstance(entry, nn.Parameter):
+                keys[container] = f"{container}.{adapter_name}"
+            else:
+                for pname, _ in entry.named_parameters():
+                    keys[f"{container}.{pname}"] = f"{container}.{adapter_name}.{pname}"
+        return keys
+
+    @property
+    def saves_adapter_tensors(self) -> bool:
+        """False for a layer that shares its tensors with another layer (which saves them)."""
+        return True
+
+    def unwrapped(self) -> nn.Module:
+        """The module that takes this layer's place when the adapters are unloaded."""
+        return self.get_base_layer()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        base = self.get_base_layer()
+        # Some wrapped modules (e.g. MultiheadAttention) name their main weight differently.
+        return base.weight if hasattr(base, "weight") else base.in_proj_weight  # type: ignore[return-value]
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return getattr(self.get_base_layer(), "bias", None)
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def merged(self) -> bool:
+        return bool(self.merged_adapters)
+
+    @property
+    def disable_adapters(self) -> bool:
+        return self._disable_adapters
+
+    @property
+    def active_adapter(self) -> str | list[str]:
+        return self._active_adapter
+
+    @property
+    def active_adapters(self) -> list[str]:
+        return as_name_list(self._active_adapter)
+
+    def _all_available_adapter_names(self) -> list[str]:
+        """Every adapter name this layer holds anything for, sorted."""
+        names: set[str] = set()
+        for attr in self.adapter_layer_names + self.other_param_names:
+            box: Any = getattr(self, attr, None)
+            if box is not None and hasattr(box, "keys"):
+                names.update(box.keys())
+        return sorted(names)
+
+    def _adapter_entries(self) -> Iterable[tuple[str, Any]]:
+        for attr in self.adapter_layer_names:
+            box = getattr(self, attr, None)
+            if box is not None:
+                yield from box.items()
+
+    # -- switching ------------------------------------------------------------------------------
+    def set_adapter(self, adapter_names: str | Sequence[str], inference_mode: bool = False) -> None:
+        """Make `adapter_names` the active adapters; they train unless `inference_mode`, others are frozen.
+
+        Names this layer does not hold are kept (the model-wide active set is the same on every layer)
+        and simply have no effect here.
+        """
+        names = as_name_list(adapter_names)
+        for key, entry in self._adapter_entries():
+            _set_requires_grad(entry, key in names and not inference_mode)
+        self._active_adapter = names
+
+    def set_requires_grad(self, adapter_names: str | Sequence[str], requires_grad: bool = True) -> None:
+        """Switch gradients of the given adapters on or off, leaving the active set as it is."""
+        names = as_name_list(adapter_names)
+        for key, entry in self._adapter_entries():
+            if key in names:
+                _set_requires_grad(entry, requires_grad)
+
+    def enable_adapters(self, enabled: bool) -> None:
+        """Enable (gradients back on for the active adapters) or disable (the base layer alone) adapters."""
+        if enabled:
+            self.set_adapter(self.active_adapters)
+            self._disable_adapters = False
+        else:
+            for _, entry in self._adapter_entries():
+                _set_requires_grad(entry, False)
+            self._disable_adapters = True
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Drop every tensor and setting of `adapter_name`; if it was active, the others stay active.
+
+        The model-level delete decides the new active set and applies it to every layer afterwards,
+        so all layers agree.
+        """
+        for attr in self.adapter_layer_names + self.other_param_names:
+            box = getattr(self, attr, None)
+            if box is not None and adapter_name in box:
+                del box[adapter_name]
+        if adapter_name in self.active_adapters:
+            remaining = [name for name in self.active_adapters if name != adapter_name]
+            self.set_adapter(remaining)
+
+    # -- merging helpers --------------------------------------------------------------------------
+    def adapters_to_merge(self, adapter_names: Sequence[str] | None) -> list[str]:
+        """The requested (default: active) adapters minus those already merged, in order."""
+        if isinstance(adapter_names, str):
+            raise TypeError(
+                f"adapter_names={adapter_names!r} must be a list of adapter names, e.g. [{adapter_names!r}]"
+            )
+        names = self.active_adapters if adapter_names is None else list(adapter_names)
+        return [name for name in names if name not in self.merged_adapters]
+
+    @staticmethod
+    def _cast_input_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return x if x.dtype == dtype else x.to(dtype)
