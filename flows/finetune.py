@@ -138,6 +138,7 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
             tracker.log_eval(scored["validation"], step=trained.global_step, prefix="val_")
         tracker.log_eval(result, step=trained.global_step)
         tracker.log_predictions(result, untrained)
+        model_id = tracker.log_model(params, data, trained) if params.tracking.log_model else None
         commit = commit_url = None
         if params.publish.repo_id:
             commit = publish_task(params, trained.adapter_dir, result.metrics, data.fingerprint)
@@ -156,6 +157,8 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
         "trainable_percent": wrap.trainable_percent,
         "adapter_dir": trained.adapter_dir,
         "adapter_sha256": checksum,
+        "model_id": model_id,
+        "model_uri": f"models:/{model_id}" if model_id else None,
         "hub_commit": commit,
         "hub_commit_url": commit_url,
         "train_runtime_s": trained.train_runtime_s,

@@ -268,6 +268,12 @@ class TrackingParams(_Strict):
     experiment: str = Field("peftflow", description="MLflow experiment name")
     run_name: str | None = Field(None, description="MLflow run name (default: generated)")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags")
+    log_model: bool = Field(
+        True, description="Log the adapter as an MLflow model (pyfunc) that predicts from raw rows"
+    )
+    embed_base_model: bool = Field(
+        False, description="Store the base model inside the MLflow model instead of referencing its Hub id"
+    )
 
 
 class PromotionParams(_Strict):

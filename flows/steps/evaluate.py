@@ -181,27 +181,9 @@ def _generate(params: FinetuneParams, rows: Any, model: Any, tokenizer: Any) -> 
                 f"generative evaluation needs a {name!r} column (columns: {rows.column_names}); "
                 "re-run the tokenize step"
             )
-    causal = params.model.task == "causal_lm"
-    # Causal prompts are padded on the left, so every continuation starts right after its prompt.
-    tokenizer.padding_side = "left" if causal else "right"
-    device = next(model.parameters()).device
-    predictions: list[str] = []
-    for chunk in _batches(rows.select_columns(["prompt_ids"]), params.train.eval_batch_size):
-        enc = tokenizer.pad(
-            [{"input_ids": ids} for ids in chunk["prompt_ids"]], padding=True, return_tensors="pt"
-        ).to(device)
-        out = model.generate(
-            input_ids=enc["input_ids"],
-            attention_mask=enc["attention_mask"],
-            max_new_tokens=params.eval.max_new_tokens,
-            num_beams=params.eval.num_beams,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        if causal:
-            out = out[:, enc["input_ids"].shape[1] :]
-        predictions += [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
-    return predictions, list(rows["reference"])
+    from flows.steps.predict import generate
+
+    return generate(params, model, tokenizer, list(rows["prompt_ids"])), list(rows["reference"])
 
 
 def _table(

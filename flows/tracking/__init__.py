@@ -22,6 +22,7 @@ from flows.params import FinetuneParams
 from flows.steps import EvalResult, TokenizedData, TrainResult, WrapResult, file_sha256
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+MODEL_ID_TAG = "model.id"  # the run's logged MLflow model (models:/<id>)
 METRICS = (
     "trainable_params",
     "all_params",
@@ -273,6 +274,15 @@ class RunTracker:
         if baseline is not None and len(baseline.predictions) == len(result.predictions):
             columns["baseline_prediction"] = [str(row["prediction"]) for row in baseline.predictions]
         self.client.log_table(self.run_id, data=columns, artifact_file="eval_predictions.json")
+
+    def log_model(self, params: FinetuneParams, data: TokenizedData, trained: TrainResult) -> str:
+        """The adapter as an MLflow model, linked to this run and its final metrics; returns its id
+        (also the run tag `model.id`)."""
+        from flows.tracking.model import log_adapter_model
+
+        model_id = log_adapter_model(self.run_id, params, data, trained, step=trained.global_step)
+        self.set_tag(MODEL_ID_TAG, model_id)
+        return model_id
 
     def log_publish(self, commit_id: str, repo_id: str, url: str | None = None) -> None:
         self.set_tag("hub.commit", commit_id)

@@ -1,6 +1,7 @@
 """The MLflow model registry side of `retrain`: adapter versions, the `champion` alias, promotion.
 
-Every trained adapter becomes a version of one registered model (source `runs:/<run>/adapter`). The
+Every trained adapter becomes a version of one registered model: its MLflow model (`models:/<id>`, a
+pyfunc; see flows.tracking.model), or the run's `adapter/` files for a run that logged none. The
 `champion` alias names the version in service; a new version takes it only when its metric beats the
 champion's by `min_delta`, otherwise it gets the `challenger` alias. A promotion can be undone
 (`rollback`) so that promoting and publishing to the Hub succeed or fail together.
@@ -15,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from flows.params import PromotionParams
-from flows.tracking import _client
+from flows.tracking import MODEL_ID_TAG, _client
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -151,9 +152,13 @@ def register_and_decide(
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     previous = champion(name, client)
+    # The version is the run's MLflow model when it logged one (loadable with mlflow.pyfunc), else its
+    # adapter files.
+    model_id = run.data.tags.get(MODEL_ID_TAG)
     version = client.create_model_version(
         name,
-        source=f"runs:/{run_id}/adapter",
+        source=f"models:/{model_id}" if model_id else f"runs:/{run_id}/adapter",
+        model_id=model_id,
         run_id=run_id,
         tags={policy.metric: str(value), "dataset.fingerprint": run.data.tags.get("dataset.fingerprint", "")},
         description=description or None,

@@ -19,7 +19,7 @@ from flows.steps import TokenizedData
 from flows.steps.data.format import read_chat_template
 from flows.steps.model import tokenizer_identity
 
-FORMAT_VERSION = "2"  # bump when the tokenization changes what it writes
+FORMAT_VERSION = "3"  # bump when the tokenization changes what it writes
 META = "peftflow_meta.json"
 # Data parameters that do not change the tokenized output: where it comes from (the fingerprint
 # covers the content) and how batches are built from it.

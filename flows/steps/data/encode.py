@@ -8,14 +8,18 @@ validation and test splits also keep what evaluation reads:
 | seq_cls    | input_ids, attention_mask, (token_type_ids), labels     | text                        |
 | token_cls  | same; labels on each word's first sub-token, else -100  | text, tokens (the words)    |
 | causal_lm  | input_ids, attention_mask, labels (-100 off the trained | prompt, prompt_ids,         |
-|            | segments; see format.py)                                | reference                   |
-| seq2seq_lm | input_ids = prompt, labels = target                     | prompt, prompt_ids, reference |
+|            | segments; see format.py)                                | reference, inputs           |
+| seq2seq_lm | input_ids = prompt, labels = target                     | prompt, prompt_ids,         |
+|            |                                                         | reference, inputs           |
+
+`inputs` is the row as a user sends it to the logged model: JSON of its input columns.
 
 Rows the truncation policy cuts or drops are counted in `counts[(split, status)]`.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +48,7 @@ def encoder(
     def generative(batch: Batch, indices: list[int]) -> Batch:
         out: Batch = {"input_ids": [], "attention_mask": [], "labels": []}
         if keep_raw:
-            out.update(prompt=[], prompt_ids=[], reference=[])
+            out.update(prompt=[], prompt_ids=[], reference=[], inputs=[])
         for index, row in zip(indices, _rows(batch)):
             try:
                 if task == "causal_lm":
@@ -65,6 +69,8 @@ def encoder(
                 out["prompt"].append(prompt)
                 out["prompt_ids"].append(fmt.prompt_ids(prompt) if task == "causal_lm" else ids)
                 out["reference"].append(reference)
+                # The row as a user would send it to the logged model (JSON: the input columns).
+                out["inputs"].append(json.dumps(fmt.inference_row(row), ensure_ascii=False))
         return out
 
     return generative

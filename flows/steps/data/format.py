@@ -200,6 +200,41 @@ class RowFormat:
         prompt, target = self._prompt(row), self.target(row)
         return [Segment(prompt, self.train_on == "all"), Segment(target, True)]
 
+    def input_columns(self) -> list[str]:
+        """The columns a row needs at inference (no target)."""
+        d = self._d
+        if self.format == "chat":
+            return [d.messages_column]
+        if self.format == "completion":
+            return [d.prompt_column]
+        if self.format == "instruction" and d.prompt_template is not None:
+            return template_fields(d.prompt_template)
+        return [d.text_column]
+
+    def inference_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """What a user sends to predict this row: its input columns (chat: the turns before the last
+        answer, which is the reference)."""
+        if self.format == "chat":
+            turns = [m for m in row[self._d.messages_column] if m is not None]
+            last = max(i for i, m in enumerate(turns) if m.get("role") == "assistant")
+            return {self._d.messages_column: turns[:last]}
+        return {column: row[column] for column in self.input_columns()}
+
+    def inference_prompt(self, row: dict[str, Any]) -> str:
+        """The prompt for a new row at inference (no reference needed): chat renders the whole
+        conversation so far and opens the assistant's turn."""
+        if self.format == "chat":
+            turns = [m for m in row[self._d.messages_column] if m is not None]
+            if not turns or turns[-1].get("role") == "assistant":
+                raise ValueError(
+                    f"{self._d.messages_column!r} must end with a turn the model answers (the last "
+                    "message is from the assistant, or there is none)"
+                )
+            return self.render(turns, generation_prompt=True)
+        if self.format == "text":
+            return str(row[self._d.text_column])
+        return self._prompt(row)
+
     def prompt_and_reference(self, row: dict[str, Any]) -> tuple[str, str]:
         """What generation starts from, and the text it should produce (plain text: the text, and
         nothing: it is scored by perplexity, not by generation)."""
