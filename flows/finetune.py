@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -17,6 +19,7 @@ from prefect.concurrency.sync import concurrency
 
 from flows import tracking
 from flows.params import FinetuneParams
+from flows.retries import NETWORK_RETRIES
 from flows.steps import EvalResult, TokenizedData, TrainResult, WrapResult
 from flows.steps import data as data_step
 from flows.steps import evaluate as evaluate_step
@@ -31,7 +34,10 @@ def run_key(params: FinetuneParams, data_fingerprint: str) -> str:
     """Identifies a run's training inputs — the recipe (not tracking/publishing) and the data's content
     fingerprint: same key → same run dir → resume. New data at the same path is a new key, so a
     checkpoint is never resumed on other data."""
-    relevant = params.model_dump(mode="json", exclude={"tracking", "publish"})
+    # The timeout bounds how long an attempt may take, not what it trains.
+    relevant = params.model_dump(
+        mode="json", exclude={"tracking": True, "publish": True, "train": {"timeout_minutes"}}
+    )
     return hashlib.sha256(json.dumps([relevant, data_fingerprint], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -56,27 +62,56 @@ def preflight(params: FinetuneParams) -> None:
     tracking.check_reachable()
 
 
-@task(name="tokenize", cache_policy=NO_CACHE)
+@task(name="tokenize", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def tokenize_task(params: FinetuneParams, cache_dir: str) -> TokenizedData:
     return data_step.tokenize(params, cache_dir)
 
 
-@task(name="wrap", cache_policy=NO_CACHE)
+@task(name="wrap", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def wrap_task(params: FinetuneParams, label_names: list[str] | None) -> WrapResult:
     return model_step.wrap(params, label_names)
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(params: FinetuneParams, data: TokenizedData, run_dir: str, run_id: str) -> TrainResult:
-    # One training at a time on a machine (one GPU): `peftflow serve` creates this global limit with one
-    # slot, so a second training waits here. Without a server (ephemeral mode) the limit does not exist
-    # and this is a no-op.
-    with concurrency(TRAINING_LIMIT, occupy=1, strict=False):
-        if params.train.launcher == "accelerate":
+    with training_slot():
+        if params.train.launcher == "accelerate" or params.train.timeout_minutes:
             from flows.distributed import launch
 
             return launch.train(params, data, run_dir, run_id)
         return train_step.train(params, data, run_dir, on_log=tracking.RunTracker(run_id).log_step)
+
+
+@contextmanager
+def training_slot() -> Iterator[None]:
+    """One training at a time on a machine (one GPU): every training takes a slot of the global
+    concurrency limit `peftflow-training`. With a Prefect server the limit is created (one slot) when
+    nobody has, and the slot is strict: a training never runs without one. Prefect's ephemeral mode
+    (no server, one process) needs none."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        yield
+        return
+    ensure_training_limit()
+    with concurrency(TRAINING_LIMIT, occupy=1, strict=True):
+        yield
+
+
+def ensure_training_limit(slots: int = 1) -> None:
+    """Create the training limit with `slots` slots unless it exists (an existing one is kept as is)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(TRAINING_LIMIT)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # created meanwhile by another run
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=TRAINING_LIMIT, limit=slots)
+                )
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -89,7 +124,7 @@ def evaluate_task(
     return evaluate_step.evaluate_splits(params, data, adapter_dir, ("validation", "test"))
 
 
-@task(name="publish", cache_policy=NO_CACHE)
+@task(name="publish", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def publish_task(
     params: FinetuneParams, adapter_dir: str, metrics: dict[str, float], fingerprint: str
 ) -> str:
@@ -110,6 +145,8 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
     train_step.check_selection(params, data)
     run_dir = os.path.join(params.output_dir, "runs", run_key(params, data.fingerprint))
     tracker = tracking.RunTracker.start(params, tags=prefect_tags())
+    if params.tracking.system_metrics:
+        tracker.start_system_metrics()
     try:
         tracker.log_dataset(data, params)
         logger.info(

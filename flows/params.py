@@ -211,6 +211,12 @@ class TrainParams(_Strict):
     accelerate_config: str | None = Field(
         None, description="accelerate config file for launcher=accelerate, e.g. infra/accelerate/ddp.yaml"
     )
+    timeout_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Stop training (every process it started) after this long; the run fails and a rerun "
+        "resumes from its newest checkpoint",
+    )
 
     @field_validator("metric_for_best_model")
     @classmethod
@@ -274,6 +280,7 @@ class TrackingParams(_Strict):
     embed_base_model: bool = Field(
         False, description="Store the base model inside the MLflow model instead of referencing its Hub id"
     )
+    system_metrics: bool = Field(True, description="Log CPU, memory, disk, network (and GPU) use as system/*")
 
 
 class PromotionParams(_Strict):

@@ -17,6 +17,7 @@ and writes files (flows.distributed.worker, flows.steps.train).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections import deque
 from typing import Any
 
@@ -36,6 +38,7 @@ from flows.steps import TokenizedData, TrainResult
 
 logger = logging.getLogger(__name__)
 TAIL_LINES = 40
+STOP_GRACE_S = 30.0
 _LINE_CHARS = 400  # progress bars redraw with \r: keep only the end of such a line
 
 
@@ -91,8 +94,18 @@ def check_config(params: FinetuneParams) -> None:
 
 
 def train(params: FinetuneParams, data: TokenizedData, run_dir: str, run_id: str) -> TrainResult:
-    """Train with `accelerate launch` in a child process; returns rank 0's TrainResult."""
-    config = load_config(params.train.accelerate_config) if params.train.accelerate_config else None
+    """Train in a child process — `accelerate launch`, or one plain process when only
+    `train.timeout_minutes` asks for a child — and return rank 0's TrainResult.
+
+    Past `train.timeout_minutes` the whole process tree is stopped (SIGTERM, then SIGKILL) and
+    `TrainingTimeout` is raised; the checkpoints stay, so rerunning the run resumes from the newest.
+    """
+    distributed = params.train.launcher == "accelerate"
+    config = (
+        load_config(params.train.accelerate_config)
+        if distributed and params.train.accelerate_config
+        else None
+    )
     # Absolute: the logged command must work from anywhere (e.g. on the other machines of a multi-node run).
     launch_dir = os.path.abspath(os.path.join(run_dir, "launch"))
     os.makedirs(launch_dir, exist_ok=True)
@@ -107,17 +120,27 @@ def train(params: FinetuneParams, data: TokenizedData, run_dir: str, run_id: str
     }
     write_json_atomic(os.path.join(launch_dir, JOB_FILE), job)
     one_machine = config is None or config.num_machines <= 1
-    cmd = launch_command(params, launch_dir, port=free_port() if one_machine else None)
-    logger.info("launching %d training processes: %s", params.train.num_processes, shlex.join(cmd))
-    returncode, tail = _run(cmd, _child_env(config))
+    if distributed:
+        cmd = launch_command(params, launch_dir, port=free_port() if one_machine else None)
+    else:
+        cmd = [sys.executable, "-m", "flows.distributed.worker", launch_dir]
+    logger.info("launching %d training process(es): %s", params.train.num_processes, shlex.join(cmd))
+    timeout_s = params.train.timeout_minutes * 60 if params.train.timeout_minutes else None
+    returncode, tail, timed_out = _run(cmd, _child_env(config), timeout_s)
+    if timed_out:
+        raise TrainingTimeout(
+            f"training ran past train.timeout_minutes={params.train.timeout_minutes} and was stopped with "
+            f"every process it started; its checkpoints are kept in {os.path.join(run_dir, 'checkpoints')}, "
+            "so rerunning the run resumes from the newest"
+        )
     if returncode != 0:
         raise RuntimeError(
-            f"accelerate launch failed (exit code {returncode}); the end of its output:\n"
+            f"training process failed (exit code {returncode}); the end of its output:\n"
             + "".join(tail)
             + f"\ncommand: {shlex.join(cmd)}"
         )
     if not os.path.isfile(result_path):
-        raise RuntimeError(f"accelerate launch exited 0 but rank 0 wrote no {result_path}")
+        raise RuntimeError(f"training exited 0 but rank 0 wrote no {result_path}")
     with open(result_path, encoding="utf-8") as fh:
         return TrainResult(**json.load(fh))
 
@@ -169,32 +192,52 @@ def _child_env(config: Any) -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> tuple[int, deque[str]]:
-    """Run `cmd`, echoing its output to stderr; returns the exit code and the last lines."""
+class TrainingTimeout(TimeoutError):
+    """Training ran past train.timeout_minutes and was stopped."""
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout_s: float | None = None) -> tuple[int, deque[str], bool]:
+    """Run `cmd`, echoing its output to stderr; returns the exit code, the last lines, and whether it
+    was stopped for running past `timeout_s`."""
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     # A session of its own, so an interrupted flow stops the launcher and every rank it started.
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        _stop(proc)
+
+    watchdog = threading.Timer(timeout_s, expire) if timeout_s else None
+    if watchdog is not None:
+        watchdog.daemon = True
+        watchdog.start()
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             sys.stderr.write(line)
             tail.append(line[-_LINE_CHARS:])
-        return proc.wait(), tail
+        return proc.wait(), tail, expired.is_set()
     except BaseException:
         _stop(proc)
         raise
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """Stop the child's whole process group: SIGTERM (STOP_GRACE_S to exit, e.g. to close files),
+    then SIGKILL for anything left, ranks that outlived their launcher included."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_GRACE_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)

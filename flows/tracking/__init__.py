@@ -105,6 +105,7 @@ class RunTracker:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.client = _client()
+        self._monitor: Any = None
 
     @classmethod
     def start(cls, params: FinetuneParams, tags: dict[str, str | None]) -> RunTracker:
@@ -235,6 +236,8 @@ class RunTracker:
         checksum = file_sha256(weights)
         self.set_tag("adapter.sha256", checksum)
         self.set_tag("device", result.device)
+        if result.resumed_from:  # a rerun of an interrupted run: where its training picked up
+            self.set_tag("train.resumed_from", os.path.basename(result.resumed_from))
         self.client.log_artifacts(self.run_id, result.adapter_dir, artifact_path="adapter")
         self._log_loss_curve(result.log_history)
         return checksum
@@ -290,7 +293,20 @@ class RunTracker:
         if url:
             self.set_tag("hub.commit_url", url)
 
+    def start_system_metrics(self, interval_s: float = 10.0) -> None:
+        """Sample CPU, memory, disk, network (and GPU) use into `system/*` metrics until `finish`
+        (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides the interval)."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._monitor = SystemMetricsMonitor(
+            self.run_id, sampling_interval=interval_s, tracking_uri=tracking_uri()
+        )
+        self._monitor.start()
+
     def finish(self, status: str = "FINISHED") -> None:
+        if self._monitor is not None:
+            self._monitor.finish()  # flushes what it sampled, while the run is still open
+            self._monitor = None
         self.client.set_terminated(self.run_id, status=status)
 
     # -- reading back ----------------------------------------------------------------------------

@@ -20,6 +20,8 @@ import pytest
 # The Prefect test server can take a while to start on a busy 2-core machine.
 STARTUP_TIMEOUT_S = 120
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(STARTUP_TIMEOUT_S))
+# MLflow's system metrics sample every 10 s by default, longer than most test runs last.
+os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
 
 
 @pytest.fixture(scope="session")
