@@ -5,6 +5,7 @@ peftflow reproduce RUN_ID
 peftflow compare [--experiment NAME]
 peftflow retrain CONFIG.yaml [--set ...] [--policy key=value ...]
 peftflow sweep CONFIG.yaml [--set ...] [--grid key=value ...]
+peftflow notify-data CONFIG.yaml [--set ...]
 peftflow serve [--prefect-port 4200] [--mlflow-port 5000] [--home .peftflow] [--no-schedules]
 peftflow stop [--home .peftflow]
 peftflow status [--home .peftflow]
@@ -80,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{section} setting ({model_help}), e.g. --{section} "
             + ("metric=val_f1" if name == "retrain" else "ranks=[4,8]"),
         )
+    notify = sub.add_parser(
+        "notify-data",
+        help="tell the Prefect server that a recipe's data changed (the retrain deployment reacts)",
+        description="Fingerprint the recipe's data and emit a peftflow.data.changed event to the Prefect "
+        "server at PREFECT_API_URL; the retrain deployment's trigger runs retrain on it (and skips when "
+        "its last trained run used the same data).",
+    )
+    notify.add_argument("config", help="path to a YAML config (see configs/)")
+    notify.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     home_help = "state directory: databases, artifacts, logs, pids (default: $PEFTFLOW_HOME or .peftflow)"
     home_default = os.environ.get("PEFTFLOW_HOME", ".peftflow")
     srv = sub.add_parser(
@@ -114,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_retrain(args.config, args.overrides, args.section)
         if args.command == "sweep":
             return cmd_sweep(args.config, args.overrides, args.section)
+        if args.command == "notify-data":
+            return cmd_notify_data(args.config, args.overrides)
         if args.command == "serve":
             return cmd_serve(args)
         if args.command == "stop":
@@ -290,6 +302,22 @@ def cmd_compare(experiment: str) -> int:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     for line in [header, *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)))
+    return 0
+
+
+def cmd_notify_data(config: str, overrides: list[str]) -> int:
+    from flows.params import FinetuneParams
+
+    try:
+        params = FinetuneParams.from_yaml(config, overrides)
+    except Exception as exc:  # pydantic's ValidationError names each bad field
+        raise ValueError(f"invalid parameters in {config}:\n{exc}") from None
+    from flows.events import notify_data
+
+    event = notify_data(params)
+    print(f"sent {event.event} {event.id}")
+    print(f"  resource    : {event.resource.id}  ({event.resource.name})")
+    print(f"  fingerprint : {event.payload['fingerprint']}")
     return 0
 
 

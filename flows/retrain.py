@@ -1,4 +1,5 @@
-"""The `retrain` flow: scheduled retraining that promotes an adapter only when it is better.
+"""The `retrain` flow: retraining, nightly or on a data-changed event (flows.events), that promotes an
+adapter only when it is better.
 
 1. Fingerprint the data (and the recipe); when nothing changed since the last trained run of this
    registered model, finish Completed with a "skipped" message: no training.
@@ -10,8 +11,9 @@
 3. A better version takes the `champion` alias and is published to the Hub; a publish failure moves the
    alias back (promotion and publishing succeed or fail together). A worse one becomes `challenger`.
 
-Two retrains never train at once: the deployment's concurrency limit cancels a schedule that fires
-while one runs, and every training takes the machine's training slot (see `finetune.train_task`).
+Two retrains never train at once: the deployment's concurrency limit queues a retrain that fires while
+one runs (it then skips when that one trained on the same data), and every training takes the
+machine's training slot (see `finetune.train_task`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ def retrain_fingerprint(data_fingerprint: str, params: FinetuneParams) -> str:
     return hashlib.sha256(json.dumps([data_fingerprint, key]).encode()).hexdigest()[:32]
 
 
+# On a run started by a data-changed event: the data fingerprint the event carried.
+TAG_EVENT_FINGERPRINT = "retrain.event_fingerprint"
+
 # A champion scored on this run's validation data must take the same inputs and give the same outputs.
 COMPARABLE = (
     "model.name_or_path",
@@ -124,13 +129,32 @@ def decide_task(run_id: str, policy: PromotionParams, champion: ChampionScore) -
 
 
 @flow(name="retrain")
-def retrain(params: FinetuneParams, policy: PromotionParams = PromotionParams()) -> Any:  # noqa: B008
-    """Retrain on the current data; skip when unchanged; promote to `champion` only when better."""
+def retrain(
+    params: FinetuneParams,
+    policy: PromotionParams = PromotionParams(),  # noqa: B008
+    data_fingerprint: str | None = None,
+) -> Any:
+    """Retrain on the current data; skip when unchanged; promote to `champion` only when better.
+
+    `data_fingerprint` is set by a data-changed event (flows.events): the fingerprint the sender saw.
+    The run always trains on the data as it is when it runs, and says so when that differs.
+    """
     logger = get_run_logger()
     preflight(params)
     check_policy(params, policy)
     data = tokenize_task(params, os.path.join(params.output_dir, "cache", "tokenized"))
     check_validation(data)
+    if data_fingerprint is not None:
+        if data_fingerprint == data.fingerprint:
+            logger.info(
+                "started by a data-changed event for this data (fingerprint %s)", data_fingerprint[:12]
+            )
+        else:
+            logger.warning(
+                "the data changed again after the event (event fingerprint %s, now %s): using it as it is now",
+                data_fingerprint[:12],
+                data.fingerprint[:12],
+            )
     fingerprint = retrain_fingerprint(data.fingerprint, params)
     last = registry.last_training(params.tracking.experiment, policy.registered_model)
     if last is not None and last.fingerprint == fingerprint and not policy.force:
@@ -149,6 +173,7 @@ def retrain(params: FinetuneParams, policy: PromotionParams = PromotionParams())
         **inner.tracking.tags,
         registry.TAG_MODEL: policy.registered_model,
         registry.TAG_FINGERPRINT: fingerprint,
+        **({TAG_EVENT_FINGERPRINT: data_fingerprint} if data_fingerprint else {}),
     }
     summary = finetune(inner)
     tracker = RunTracker(summary["run_id"])

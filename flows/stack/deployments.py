@@ -2,8 +2,9 @@
 
 The same file drives `prefect deploy` on a team server (work pools, pull steps); here only the parts
 that matter on one machine are read: name, entrypoint, description, tags, parameters (the UI form's
-defaults), schedules and concurrency_limit. The training slot (a global concurrency limit that every
-training occupies, see `flows.finetune.TRAINING_LIMIT`) is created before serving.
+defaults), schedules, triggers (data-changed events, flows.events) and concurrency_limit. The training
+slot (a global concurrency limit that every training occupies, see `flows.finetune.TRAINING_LIMIT`) is
+created before serving.
 
     python -m flows.stack.deployments [--spec infra/prefect.yaml] [--no-schedules] [--training-slots 1]
 """
@@ -38,7 +39,20 @@ def load_flow(entrypoint: str) -> Flow[Any, Any]:
     return flow
 
 
-def build(spec: list[dict[str, Any]], schedules: bool = True) -> list[RunnerDeployment]:
+def load_triggers(entry: dict[str, Any]) -> list[Any]:
+    """The deployment's `triggers:` (event triggers with parameter templates), validated by Prefect."""
+    from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    try:
+        return TypeAdapter(list[DeploymentTriggerTypes]).validate_python(entry.get("triggers") or [])
+    except ValueError as exc:
+        raise ValueError(f"deployment {entry['name']!r}: invalid triggers: {exc}") from None
+
+
+def build(
+    spec: list[dict[str, Any]], schedules: bool = True, triggers: bool = True
+) -> list[RunnerDeployment]:
     out = []
     for entry in spec:
         limit = entry.get("concurrency_limit")
@@ -62,6 +76,7 @@ def build(spec: list[dict[str, Any]], schedules: bool = True) -> list[RunnerDepl
             parameters=entry.get("parameters") or {},
             schedules=crons,
             concurrency_limit=limit,
+            triggers=load_triggers(entry) if triggers else None,
         )
         assert isinstance(deployment, RunnerDeployment)  # the sync call, not the coroutine
         out.append(deployment)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import contextlib
 import json
+import os
 import re
 from fnmatch import fnmatch
 from pathlib import Path
@@ -417,6 +418,34 @@ def test_k8s_job_requests_gpus_and_takes_secrets_from_a_secret(
     )
 
 
+def test_k8s_runs_keep_their_output_dir_on_a_persistent_volume(
+    k8s_template: dict[str, Any], prefect_yaml: dict[str, Any]
+) -> None:
+    """An evicted pod's rerun resumes only if output_dir (checkpoints) outlives the pod: every
+    deployment's output_dir, resolved against the pull step's working directory, is on the claim."""
+    config = render(k8s_template, prefect_yaml["deployments"][0]["work_pool"]["job_variables"])
+    pod = config["job_manifest"]["spec"]["template"]["spec"]
+    (volume,) = (v for v in pod["volumes"] if v["name"] == "outputs")
+    (mount,) = (m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "outputs")
+    claim = yaml.safe_load((ROOT / "infra" / "k8s" / "outputs-pvc.yaml").read_text(encoding="utf-8"))
+    assert (claim["apiVersion"], claim["kind"]) == ("v1", "PersistentVolumeClaim")
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    defaults = k8s_template["variables"]["properties"]
+    assert claim["metadata"]["namespace"] == defaults["namespace"]["default"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    (pull,) = prefect_yaml["pull"]
+    workdir = pull["prefect.deployments.steps.set_working_directory"]["directory"]
+    for deployment in prefect_yaml["deployments"]:
+        output_dir = os.path.normpath(os.path.join(workdir, deployment["parameters"]["params"]["output_dir"]))
+        assert os.path.commonpath([output_dir, mount["mountPath"]]) == mount["mountPath"], deployment["name"]
+    # The pod's user owns what it writes there (fsGroup), and a per-run override moves the mount.
+    assert pod["securityContext"]["fsGroup"] == 10001
+    moved = render(k8s_template, {"output_volume_claim": "team-a", "output_mount_path": "/data"})
+    moved_pod = moved["job_manifest"]["spec"]["template"]["spec"]
+    assert {"name": "outputs", "persistentVolumeClaim": {"claimName": "team-a"}} in moved_pod["volumes"]
+    assert {"name": "outputs", "mountPath": "/data"} in moved_pod["containers"][0]["volumeMounts"]
+
+
 def test_deployment_job_variables_fit_both_kinds_of_pool(
     k8s_template: dict[str, Any], prefect_yaml: dict[str, Any]
 ) -> None:
@@ -504,6 +533,6 @@ def test_schedules_and_concurrency_limits_are_well_formed(prefect_yaml: dict[str
             config = ConcurrencyLimitConfig.model_validate(limit)
             assert config.limit >= 1
     retrain = ConcurrencyLimitConfig.model_validate(by_name["retrain"]["concurrency_limit"])
-    assert retrain.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
+    assert retrain.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
     with pytest.raises(ValueError):
         CronSchedule(cron="0 25 * * *")

@@ -17,7 +17,7 @@ import yaml
 
 from flows.tracking.registry import TAG_OUTCOME
 from tests.flows import fixtures
-from tests.support.stack import REPO_ROOT, LocalStack, processes_mentioning
+from tests.support.stack import REPO_ROOT, LocalStack, processes_mentioning, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -167,7 +167,7 @@ def test_retrain_skips_unchanged_data_and_promotes_only_better(
     assert client.get_run(v2.run_id).data.tags[TAG_OUTCOME] in ("promoted", "challenger")
 
 
-def test_a_retrain_firing_while_one_runs_does_not_train_twice(
+def test_a_retrain_firing_while_one_runs_waits_and_does_not_train_twice(
     local_stack: LocalStack, tiny_run: dict[str, Any]
 ) -> None:
     overrides = {
@@ -178,12 +178,20 @@ def test_a_retrain_firing_while_one_runs_does_not_train_twice(
     }
     first = local_stack.trigger("retrain", overrides)
     local_stack.wait_for_state(first, ("RUNNING",))
-    second = local_stack.trigger("retrain", overrides)  # what a schedule firing now creates
-    finished_second = local_stack.wait(second, timeout=200)
+    second = local_stack.trigger("retrain", overrides)  # what a schedule or a data event firing now creates
+    # The deployment's limit (1, ENQUEUE) holds it back while the first runs: queued, never run beside it.
+    waiting = wait_until(
+        lambda: (run := local_stack.flow_run(second))["state"]["name"] == "AwaitingConcurrencySlot" and run,
+        timeout=120,
+        what="the second retrain waiting for the deployment's concurrency slot",
+    )
+    assert waiting["state"]["type"] == "SCHEDULED"
     assert local_stack.flow_run(first)["state"]["type"] == "RUNNING"  # they did overlap
-    assert finished_second["state"]["type"] == "CANCELLED", finished_second["state"]
-    assert "concurrency" in (finished_second["state"]["message"] or "").lower(), finished_second["state"]
     assert local_stack.wait(first)["state"]["type"] == "COMPLETED"
+    # Then it runs, finds the data the first one trained on, and skips.
+    finished_second = local_stack.wait(second, timeout=300)
+    assert finished_second["state"]["type"] == "COMPLETED", local_stack.logs(second)
+    assert finished_second["state"]["message"].startswith("Skipped: data and recipe unchanged")
     client = _client(local_stack)
     experiment = client.get_experiment_by_name("e2e-overlap")
     assert len(client.search_runs([experiment.experiment_id])) == 1  # one training, not two

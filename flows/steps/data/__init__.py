@@ -35,12 +35,8 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
     d = params.data
     local = load.local_files(d)
     # Local files are fingerprinted by their bytes, so a cache hit needs no parsing at all.
-    fingerprint = (
-        cache.digest(*(f"{split}={Path(p).name}:{file_sha256(p)}" for split, p in local.items()))
-        if local
-        else ""
-    )
-    source = ", ".join(f"{split}={os.path.abspath(p)}" for split, p in local.items())
+    fingerprint = _local_fingerprint(local) if local else ""
+    source = _local_source(local)
     key = cache.cache_key(params, fingerprint) if local else ""
     if local and (hit := cache.cached(cache_dir, key)):
         return hit
@@ -48,16 +44,7 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=cache_dir) as work:
         raw = load.load_local(local, d, os.path.join(work, "raw")) if local else load.load_hub(d)
         if not local:  # Hub datasets: the revision and the datasets fingerprints of what was loaded
-            parts = (
-                d.dataset,
-                d.config_name,
-                d.revision,
-                d.data_dir,
-                *(s._fingerprint for s in raw.values()),
-            )
-            fingerprint = cache.digest(*parts)
-            where = f"/{d.config_name}" if d.config_name else f"/{d.data_dir}" if d.data_dir else ""
-            source = f"{d.dataset}{where}@{d.revision or 'main'}"
+            fingerprint, source = _hub_fingerprint(params, raw), _hub_source(params)
             key = cache.cache_key(params, fingerprint)
             if hit := cache.cached(cache_dir, key):
                 return hit
@@ -107,6 +94,37 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
         staged = os.path.join(work, "out")
         DatasetDict(encoded).save_to_disk(staged)
         return cache.publish(staged, cache_dir, key, meta)
+
+
+def fingerprint(params: FinetuneParams) -> tuple[str, str]:
+    """The raw data's fingerprint (what `tokenize` records as `TokenizedData.fingerprint`) and its
+    source, without tokenizing: local files are hashed; a Hub dataset is loaded (from the datasets
+    cache when it is there)."""
+    local = load.local_files(params.data)
+    if local:
+        return _local_fingerprint(local), _local_source(local)
+    return _hub_fingerprint(params, load.load_hub(params.data)), _hub_source(params)
+
+
+def _local_fingerprint(local: dict[str, str]) -> str:
+    return cache.digest(*(f"{split}={Path(p).name}:{file_sha256(p)}" for split, p in local.items()))
+
+
+def _local_source(local: dict[str, str]) -> str:
+    return ", ".join(f"{split}={os.path.abspath(p)}" for split, p in local.items())
+
+
+def _hub_fingerprint(params: FinetuneParams, raw: Any) -> str:
+    d = params.data
+    return cache.digest(
+        d.dataset, d.config_name, d.revision, d.data_dir, *(s._fingerprint for s in raw.values())
+    )
+
+
+def _hub_source(params: FinetuneParams) -> str:
+    d = params.data
+    where = f"/{d.config_name}" if d.config_name else f"/{d.data_dir}" if d.data_dir else ""
+    return f"{d.dataset}{where}@{d.revision or 'main'}"
 
 
 def _class_names_as_text(split: Any, params: FinetuneParams) -> Any:
