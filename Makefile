@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0"
-	$(PY) -m pip install -q -c constraints.txt -e ".[pipeline,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[pipeline,dev,qlora]"
 	@touch $(STAMP)
 
 # Headless Chromium for the browser test (Debian's package; Playwright never downloads a browser).

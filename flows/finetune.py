@@ -55,6 +55,7 @@ def preflight(params: FinetuneParams) -> None:
             f"publish.repo_id={params.publish.repo_id!r} is set but HF_TOKEN is not; export HF_TOKEN "
             "(tokens never go in parameters) or leave publish.repo_id empty"
         )
+    model_step.check_quantization(params)
     if params.train.launcher == "accelerate":
         from flows.distributed import launch
 

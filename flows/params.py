@@ -43,6 +43,11 @@ class ModelParams(_Strict):
         "auto", description="Base model weights dtype; auto = bf16 on a capable GPU, else float32"
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the Hub (off by default)")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none",
+        description="Load the base quantized with bitsandbytes (QLoRA): 4bit = NF4 with double quantization, "
+        "computing in model.dtype; 8bit = LLM.int8. The adapter stays in float, in HF's format",
+    )
 
 
 DataFormat = Literal["text", "instruction", "chat", "completion"]

@@ -14,6 +14,7 @@ from peftcore.auto import (
 from peftcore.base_state_dict import get_base_model_state_dict, set_base_model_state_dict
 from peftcore.config import PeftConfig, PeftType, TaskType
 from peftcore.errors import PeftWarning
+from peftcore.kbit import prepare_model_for_kbit_training
 from peftcore.mapping import (
     PEFT_TYPE_TO_CONFIG_MAPPING,
     PEFT_TYPE_TO_PREFIX_MAPPING,
@@ -66,6 +67,7 @@ __all__ = [
     "get_peft_model_state_dict",
     "inject_adapter_in_model",
     "load_peft_weights",
+    "prepare_model_for_kbit_training",
     "register_peft_method",
     "set_base_model_state_dict",
     "set_peft_model_state_dict",

@@ -39,6 +39,10 @@ class PeftModel(nn.Module):
     """A base model with one or more adapters. Use `get_peft_model` or `PeftModel.from_pretrained`."""
 
     base_model: BaseTuner
+    # transformers' Trainer refuses to train a quantized model that has no adapters; it recognizes HF
+    # PEFT's PeftModel by its class and adapters loaded through transformers by this flag. A peftcore
+    # PeftModel always carries adapters, so QLoRA trains in the Trainer as it does with HF PEFT.
+    _hf_peft_config_loaded = True
 
     def __init__(
         self,

@@ -152,6 +152,11 @@ def load_base_model(params: FinetuneParams, label_names: list[str] | None, devic
         kwargs["num_labels"] = len(label_names)
         kwargs["id2label"] = dict(enumerate(label_names))
         kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
+    if m.quantization != "none":
+        kwargs["quantization_config"] = quantization_config(params)
+        # Quantized weights are placed at load time; a quantized model cannot be moved afterwards.
+        kwargs["device_map"] = {"": device or ("cuda" if torch.cuda.is_available() else "cpu")}
+        device = None
     auto = getattr(transformers, _AUTO_CLASSES[m.task])
     # The load report lists the new classification head as "missing" on every load: expected, so quiet.
     verbosity = transformers.logging.get_verbosity()
@@ -161,6 +166,33 @@ def load_base_model(params: FinetuneParams, label_names: list[str] | None, devic
     finally:
         transformers.logging.set_verbosity(verbosity)
     return model.to(device) if device is not None else model
+
+
+def quantization_config(params: FinetuneParams) -> Any:
+    """The transformers BitsAndBytesConfig for params.model.quantization (4bit: NF4, double quantization,
+    computing in the model dtype; 8bit: LLM.int8)."""
+    from transformers import BitsAndBytesConfig
+
+    check_quantization(params)
+    if params.model.quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=model_dtype(params),
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def check_quantization(params: FinetuneParams) -> None:
+    """A quantized base needs bitsandbytes: refuse before anything loads when it is missing."""
+    import importlib.util
+
+    if params.model.quantization != "none" and importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError(
+            f"model.quantization={params.model.quantization!r} loads the base with bitsandbytes, which is not "
+            "installed: pip install 'peftcore[qlora]' (make setup installs it), or set model.quantization=none"
+        )
 
 
 def build_peft_config(params: FinetuneParams) -> LoraConfig:

@@ -96,7 +96,14 @@ def train(
         torch.set_num_threads(params.train.num_threads)
     set_seed(params.train.seed)
     tokenizer = load_tokenizer(params)
-    model = get_peft_model(load_base_model(params, data.label_names), build_peft_config(params))
+    base = load_base_model(params, data.label_names)
+    if params.model.quantization != "none":  # QLoRA: frozen k-bit base, its small float parts in fp32
+        from peftcore import prepare_model_for_kbit_training
+
+        base = prepare_model_for_kbit_training(
+            base, use_gradient_checkpointing=params.train.gradient_checkpointing
+        )
+    model = get_peft_model(base, build_peft_config(params))
     if params.data.packing:
         check_packing(model)
     splits = load_from_disk(data.path)

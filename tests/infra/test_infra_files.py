@@ -320,7 +320,7 @@ def test_dockerfile_pins_torch_and_uses_constraints(prefect_yaml: dict[str, Any]
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M))
     worker = "\n".join(stages["worker"])
     assert f"ARG TORCH_VERSION={pins['torch']}" in worker and '"torch==${TORCH_VERSION}"' in worker
-    assert '".[pipeline]"' in worker and "WORKDIR /opt/peftflow" in worker and "ENV HF_HOME=" in worker
+    assert '".[pipeline,qlora]"' in worker and "WORKDIR /opt/peftflow" in worker and "ENV HF_HOME=" in worker
     (pull,) = prefect_yaml["pull"]
     assert pull["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/peftflow"
     mlflow = "\n".join(stages["mlflow"])

@@ -196,7 +196,7 @@ class LoraLayer(BaseTunerLayer):
             norm = torch.empty(self.out_features or 0, device="meta")
         else:
             with torch.no_grad():
-                norm = self._dora_norm(adapter_name, self.weight.detach())
+                norm = self._dora_norm(adapter_name, self._base_weight().detach())
         magnitude = self._magnitude_shape(norm).to(
             dtype=tensor_kwargs["dtype"], device=tensor_kwargs["device"]
         )
@@ -229,6 +229,16 @@ class LoraLayer(BaseTunerLayer):
                 self.scaling[name] *= scale
 
     # -- weights ----------------------------------------------------------------------------------
+    def _base_weight(self) -> torch.Tensor:
+        """The base weight as float numbers in the base layer's layout: what merging and DoRA read.
+        A quantized base (bnb.py) dequantizes it; its raw codes are never read as numbers."""
+        return self.weight
+
+    def _store_base_weight(self, new: torch.Tensor) -> None:
+        """Write `new` (from `_base_weight` plus or minus an update) back as the base weight."""
+        weight = self.weight
+        weight.data.copy_(new.to(weight.dtype))
+
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
         """The update `s · B A` in the base weight's layout and the adapter's dtype."""
         rows = self._lora_rows(adapter_name)
@@ -289,7 +299,6 @@ class LoraLayer(BaseTunerLayer):
             adapter_names: the adapters to merge; default: the active ones.
         """
         base: Any = self.get_base_layer()
-        weight = self.weight
         for name in self.adapters_to_merge(adapter_names):
             if name not in self.r:
                 continue
@@ -298,7 +307,7 @@ class LoraLayer(BaseTunerLayer):
                 continue
             self._check_mergeable(name)
             with torch.no_grad():
-                new_weight = self._merged_weight(name, weight.detach())
+                new_weight = self._merged_weight(name, self._base_weight().detach())
                 delta_b = self._bias_delta(name)
                 new_bias = None if delta_b is None else base.bias.detach() + delta_b.to(base.bias.dtype)
                 finite = torch.isfinite(new_weight).all() and (
@@ -310,7 +319,7 @@ class LoraLayer(BaseTunerLayer):
                         f"NaNs detected in the merged weights. The adapter {name} seems to be broken: its weights "
                         "are not finite; the base weights were left unchanged"
                     )
-                weight.data.copy_(new_weight.to(weight.dtype))
+                self._store_base_weight(new_weight)
                 if new_bias is not None:
                     base.bias.data.copy_(new_bias)
             self.merged_adapters.append(name)
@@ -318,13 +327,12 @@ class LoraLayer(BaseTunerLayer):
     def unmerge(self) -> None:
         """Subtract every merged adapter from the base weight, newest first."""
         base: Any = self.get_base_layer()
-        weight = self.weight
         while self.merged_adapters:
             name = self.merged_adapters.pop()
             if name not in self.r or self._merged_by_tied_source():
                 continue
             with torch.no_grad():
-                weight.data.copy_(self._unmerged_weight(name, weight.detach()).to(weight.dtype))
+                self._store_base_weight(self._unmerged_weight(name, self._base_weight().detach()))
                 delta_b = self._bias_delta(name)
                 if delta_b is not None:
                     base.bias.data.sub_(delta_b.to(base.bias.dtype))

@@ -134,7 +134,7 @@ class Linear(nn.Module, LoraLayer):
 
     def _dora_update(self, name: str, xa: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """(m/‖W+sBA‖ − 1)·(W x) + (m/‖W+sBA‖)·s·B A x, with W x recomputed when dropout is active."""
-        weight = self.weight
+        weight = self._base_weight()
         magnitude = self._magnitude(name)
         norm = self._dora_norm(name, weight.detach()).detach()
         scale = (magnitude / norm).view(*([1] * (result.dim() - 1)), -1)

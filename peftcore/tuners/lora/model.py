@@ -18,8 +18,8 @@ from peftcore.config import PeftConfig
 from peftcore.constants import LORA_DEFAULT_TARGETS
 from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
+from peftcore.tuners.lora import bnb, tying, weighted
 from peftcore.tuners.lora import param as param_lora
-from peftcore.tuners.lora import tying, weighted
 from peftcore.tuners.lora.config import LoraConfig
 from peftcore.tuners.lora.conv import Conv1d, Conv2d, Conv3d
 from peftcore.tuners.lora.embedding import Embedding
@@ -42,6 +42,11 @@ def lora_layer_class(config: LoraConfig, module: nn.Module) -> type[nn.Module] |
     for module_type, layer_cls in (config._custom_modules or {}).items():
         if isinstance(base, module_type):
             return layer_cls
+    kind = bnb.quantized_kind(base)  # before nn.Linear: bitsandbytes layers subclass it
+    if kind is not None:
+        return bnb.LAYER_CLASSES[kind]
+    if bnb.foreign_quantization(base) is not None:
+        return None  # quantized by another library: never wrapped as if it were a float layer
     table: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
         (nn.Embedding, Embedding),
         (nn.Conv1d, Conv1d),
@@ -71,6 +76,15 @@ class LoraModel(BaseTuner):
     ) -> None:
         config = cast(LoraConfig, config)
         layer_cls = lora_layer_class(config, module)
+        base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+        foreign = bnb.foreign_quantization(base)
+        if layer_cls is None and foreign is not None:
+            raise ValueError(
+                f"Target module {name!r} ({type(base).__module__}.{type(base).__name__}) is quantized in a way "
+                f"peftcore does not support: {foreign}. peftcore adapts float layers and bitsandbytes Linear4bit / "
+                "Linear8bitLt layers; load the base with bitsandbytes (BitsAndBytesConfig) or unquantized, or "
+                "leave this module out of target_modules"
+            )
         if layer_cls is None:
             raise ValueError(
                 f"Target module {name!r} is a {type(module).__name__}, which LoRA cannot wrap. Target module "
