@@ -33,7 +33,12 @@ from peftcore.task_models import (
     PeftModelForSequenceClassification,
     PeftModelForTokenClassification,
 )
+from peftcore.tuners.ia3 import IA3Config, IA3Model
 from peftcore.tuners.lora import LoraConfig, LoraModel
+from peftcore.tuners.p_tuning import PromptEncoder, PromptEncoderConfig, PromptEncoderReparameterizationType
+from peftcore.tuners.prefix_tuning import PrefixEncoder, PrefixTuningConfig
+from peftcore.tuners.prompt import PromptLearningConfig
+from peftcore.tuners.prompt_tuning import PromptEmbedding, PromptTuningConfig, PromptTuningInit
 
 __all__ = [
     "MODEL_TYPE_TO_PEFT_MODEL_MAPPING",
@@ -47,6 +52,8 @@ __all__ = [
     "AutoPeftModelForSeq2SeqLM",
     "AutoPeftModelForSequenceClassification",
     "AutoPeftModelForTokenClassification",
+    "IA3Config",
+    "IA3Model",
     "LoraConfig",
     "LoraModel",
     "PeftConfig",
@@ -59,6 +66,15 @@ __all__ = [
     "PeftModelForTokenClassification",
     "PeftType",
     "PeftWarning",
+    "PrefixEncoder",
+    "PrefixTuningConfig",
+    "PromptEmbedding",
+    "PromptEncoder",
+    "PromptEncoderConfig",
+    "PromptEncoderReparameterizationType",
+    "PromptLearningConfig",
+    "PromptTuningConfig",
+    "PromptTuningInit",
     "TaskType",
     "__version__",
     "get_base_model_state_dict",

@@ -56,6 +56,10 @@ def adapter_state_keys(model: PeftModel) -> list[str]:
         bias = getattr(config, "bias", "none")
         for mem in adapter_key_map(model, name, bias, _prefix_of(config)).values():
             keys[mem] = None
+        if config.is_prompt_learning:
+            for mem, _ in model.named_parameters():
+                if mem.startswith(f"prompt_encoder.{name}."):
+                    keys[mem] = None
     return list(keys)
 
 

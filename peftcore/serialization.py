@@ -36,6 +36,8 @@ from peftcore.errors import AdapterSizeMismatchError
 from peftcore.io import load_safetensors, resolve_file
 from peftcore.tuners.base_layer import BaseTunerLayer
 
+# The one tensor a prompt-learning adapter stores: its encoder's output for every virtual token.
+PROMPT_EMBEDDINGS_KEY = "prompt_embeddings"
 # Names of the input / output embedding layers HF PEFT looks for in target_modules.
 EMBEDDING_LAYER_NAMES = ("embed_tokens", "lm_head")
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_orig_mod.", "_checkpoint_wrapped_module.")
@@ -121,6 +123,10 @@ def get_peft_model_state_dict(
         out = {disk: params[mem] for disk, mem in mapping.items()}
     else:
         out = {disk: state_dict[mem] for disk, mem in mapping.items() if mem in state_dict}
+    if config.is_prompt_learning:
+        # The encoder's output for every virtual token, under the one key HF PEFT uses.
+        out[PROMPT_EMBEDDINGS_KEY] = model.prompt_encoder[adapter_name].prompt_embeddings()  # type: ignore[index, operator]
+        return out
     targeted = _embedding_targeted(model, config)
     if _wants_embeddings(config, save_embedding_layers, targeted):
         out.update(_embedding_weights(model, targeted))
@@ -207,6 +213,14 @@ def set_peft_model_state_dict(
     """
     config = model.peft_config[adapter_name]  # type: ignore[index]
     state = _apply_key_mapping(peft_model_state_dict, key_mapping or {})
+    prompt_missing: list[str] = []
+    if config.is_prompt_learning:
+        state = dict(state)
+        prompt = state.pop(PROMPT_EMBEDDINGS_KEY, None)
+        if prompt is None:
+            prompt_missing = [PROMPT_EMBEDDINGS_KEY]
+        else:
+            model.prompt_encoder[adapter_name].load_prompt_embeddings(prompt)  # type: ignore[index, operator]
     mapping = adapter_key_map(model, adapter_name, getattr(config, "bias", "none"), _prefix_of(config))
     tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     tensors.update(dict(model.named_buffers(remove_duplicate=False)))
@@ -254,7 +268,7 @@ def set_peft_model_state_dict(
                 _replace_tensor(model, mem, value.to(dtype=target.dtype), target)
             else:
                 target.copy_(value.to(device=target.device, dtype=target.dtype))
-    missing = sorted(mem for disk, mem in mapping.items() if disk not in state)
+    missing = sorted(mem for disk, mem in mapping.items() if disk not in state) + prompt_missing
     return _IncompatibleKeys(missing, unexpected)
 
 

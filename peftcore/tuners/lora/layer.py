@@ -28,38 +28,11 @@ from typing import Any, cast
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from peftcore.errors import PeftWarning
-from peftcore.tuners.base_layer import BaseTunerLayer
+from peftcore.tuners.base_layer import BaseTunerLayer, adapter_dtype_for, features_of
 from peftcore.tuners.lora import dora
 from peftcore.tuners.lora.config import LoraConfig
-
-
-def adapter_dtype_for(base_weight: torch.Tensor, autocast_adapter_dtype: bool = True) -> torch.dtype:
-    """fp32 adapters on a half-precision base (when autocasting); otherwise the base's own float dtype."""
-    if base_weight.dtype in (torch.float16, torch.bfloat16) and autocast_adapter_dtype:
-        return torch.float32
-    return base_weight.dtype if base_weight.is_floating_point() else torch.float32
-
-
-def _features_of(base: nn.Module) -> tuple[int | None, int | None]:
-    if isinstance(base, nn.Linear):
-        return base.in_features, base.out_features
-    if isinstance(base, Conv1D):
-        return int(base.weight.shape[0]), int(base.weight.shape[1])
-    if isinstance(base, nn.Conv1d | nn.Conv2d | nn.Conv3d):
-        return base.in_channels, base.out_channels
-    if isinstance(base, nn.Embedding):
-        return base.num_embeddings, base.embedding_dim
-    if isinstance(base, nn.MultiheadAttention):
-        return base.embed_dim, 3 * base.embed_dim
-    warnings.warn(
-        f"Unsupported layer type '{type(base)}' encountered, proceed at your own risk.",
-        UserWarning,
-        stacklevel=5,
-    )
-    return getattr(base, "in_features", None), getattr(base, "out_features", None)
 
 
 class LoraLayer(BaseTunerLayer):
@@ -101,7 +74,7 @@ class LoraLayer(BaseTunerLayer):
         self.in_features: Any = None
         self.out_features: Any = None
         if self.infer_features:
-            self.in_features, self.out_features = _features_of(self.get_base_layer())
+            self.in_features, self.out_features = features_of(self.get_base_layer())
 
     # -- to implement per layer type --------------------------------------------------------------
     def _check_update(self, adapter_name: str, r: int, config: LoraConfig) -> None:
@@ -350,14 +323,6 @@ class LoraLayer(BaseTunerLayer):
             update = self._lora_output(name, x[rows])
             result[rows] = result[rows] + update.to(result.dtype)
         return result
-
-    def _skip_adapters(self) -> bool:
-        """True when the base layer alone answers (adapters disabled; merged ones unmerged first)."""
-        if self.disable_adapters:
-            if self.merged:
-                self.unmerge()
-            return True
-        return False
 
     def extra_repr(self) -> str:
         parts = [f"in_features={self.in_features}, out_features={self.out_features}"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 from typing import Any, ClassVar, cast
 
-import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -64,6 +63,7 @@ class LoraModel(BaseTuner):
     layer_cls: ClassVar[type[BaseTunerLayer]] = LoraLayer
     default_target_modules: ClassVar[dict[str, Any]] = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
     method_name: ClassVar[str] = "LoRA"
+    supports_mixed_batch: ClassVar[bool] = True
 
     # -- which layer, and can it take this adapter ------------------------------------------------
     def _check_target_module(
@@ -214,18 +214,3 @@ class LoraModel(BaseTuner):
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
-
-    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
-        """Float32 adapter weights for `adapter_name` on a half-precision base (no-op when not autocasting)."""
-        if not autocast_adapter_dtype:
-            return
-        for _, layer in self.tuner_layers():
-            for attr in layer.adapter_layer_names:
-                box = getattr(layer, attr, None)
-                if box is None or adapter_name not in box:
-                    continue
-                entry = box[adapter_name]
-                params = [entry] if isinstance(entry, nn.Parameter) else list(entry.parameters())
-                for p in params:
-                    if p.dtype in (torch.float16, torch.bfloat16):
-                        p.data = p.data.float()
