@@ -109,7 +109,7 @@ def _drop(kwargs: dict[str, Any], key: str) -> None:
     kwargs.pop(key, None)
 
 
-def _word_embeddings(tuner: PromptLearningTuner) -> nn.Module:
+def _word_embeddings(tuner: PromptLearningTuner) -> Any:
     if tuner.word_embeddings is None:
         raise ValueError(
             "the base model has no input embeddings (get_input_embeddings() returned nothing), so virtual "

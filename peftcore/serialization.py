@@ -116,7 +116,7 @@ def get_peft_model_state_dict(
         save_embedding_layers: also save the full input/output embedding weights (True), never
             (False), or when `target_modules` names them ("auto").
     """
-    config = model.peft_config[adapter_name]  # type: ignore[index]
+    config: Any = model.peft_config[adapter_name]  # type: ignore[index]
     mapping = adapter_key_map(model, adapter_name, getattr(config, "bias", "none"), _prefix_of(config))
     if state_dict is None:
         params: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
@@ -125,7 +125,8 @@ def get_peft_model_state_dict(
         out = {disk: state_dict[mem] for disk, mem in mapping.items() if mem in state_dict}
     if config.is_prompt_learning:
         # The encoder's output for every virtual token, under the one key HF PEFT uses.
-        out[PROMPT_EMBEDDINGS_KEY] = model.prompt_encoder[adapter_name].prompt_embeddings()  # type: ignore[index, operator]
+        encoder: Any = model.prompt_encoder[adapter_name]  # type: ignore[index]
+        out[PROMPT_EMBEDDINGS_KEY] = encoder.prompt_embeddings()
         return out
     targeted = _embedding_targeted(model, config)
     if _wants_embeddings(config, save_embedding_layers, targeted):
@@ -211,7 +212,7 @@ def set_peft_model_state_dict(
         AdapterSizeMismatchError: a tensor's shape does not fit the model (a ValueError and a
             RuntimeError; names the key and both shapes), unless `ignore_mismatched_sizes`.
     """
-    config = model.peft_config[adapter_name]  # type: ignore[index]
+    config: Any = model.peft_config[adapter_name]  # type: ignore[index]
     state = _apply_key_mapping(peft_model_state_dict, key_mapping or {})
     prompt_missing: list[str] = []
     if config.is_prompt_learning:
@@ -220,7 +221,8 @@ def set_peft_model_state_dict(
         if prompt is None:
             prompt_missing = [PROMPT_EMBEDDINGS_KEY]
         else:
-            model.prompt_encoder[adapter_name].load_prompt_embeddings(prompt)  # type: ignore[index, operator]
+            encoder: Any = model.prompt_encoder[adapter_name]  # type: ignore[index]
+            encoder.load_prompt_embeddings(prompt)
     mapping = adapter_key_map(model, adapter_name, getattr(config, "bias", "none"), _prefix_of(config))
     tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     tensors.update(dict(model.named_buffers(remove_duplicate=False)))

@@ -143,6 +143,10 @@ class BasePromptEncoder(nn.Module):
         """Vectors for `indices` (rows,) → (rows, dim)."""
         raise NotImplementedError
 
+    def build_cache(self, batch_size: int, model: nn.Module) -> Any:
+        """The virtual tokens as `model`'s attention cache (encoders that inject a "cache" only)."""
+        raise NotImplementedError(f"{type(self).__name__} injects {self.injects}, not a cache")
+
     def outputs(self) -> torch.Tensor:
         """Every virtual token's vector, (rows, dim), with gradients to the encoder's parameters."""
         if self.config.inference_mode:

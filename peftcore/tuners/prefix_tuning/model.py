@@ -35,7 +35,7 @@ class PrefixEncoder(BasePromptEncoder):
             self.embedding = nn.Embedding(config.num_virtual_tokens or 0, token_dim)
             self.transform = nn.Sequential(nn.Linear(token_dim, hidden), nn.Tanh(), nn.Linear(hidden, width))
             if zero:
-                last = self.transform[-1]
+                last = cast(nn.Linear, self.transform[-1])
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
         else:

@@ -30,7 +30,7 @@ class PromptEmbedding(BasePromptEncoder):
         self.embedding = nn.Embedding(rows, config.token_dim or 0)
         if config.inference_mode:
             return  # the saved embeddings are loaded next
-        init = config.prompt_tuning_init
+        init = PromptTuningInit(config.prompt_tuning_init)
         if init == PromptTuningInit.RANDOM:
             return
         if word_embeddings is None:
