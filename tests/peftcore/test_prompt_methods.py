@@ -271,9 +271,9 @@ def test_text_init_needs_a_tokenizer_and_a_text() -> None:
 
 
 def test_prompt_fields_on_lora_name_the_owner() -> None:
-    with pytest.raises(TypeError, match="num_virtual_tokens.*PromptTuningConfig"):
+    with pytest.raises(TypeError, match=r"num_virtual_tokens.*PromptTuningConfig"):
         peftcore.LoraConfig(num_virtual_tokens=4)
-    with pytest.raises(TypeError, match="'r'.*LoraConfig"):
+    with pytest.raises(TypeError, match=r"'r'.*LoraConfig"):
         peftcore.PromptTuningConfig(r=4)
 
 
@@ -281,7 +281,7 @@ def test_prefix_tuning_with_gradient_checkpointing_is_refused_before_any_change(
     model = tiny.build("llama")
     model.gradient_checkpointing_enable()
     before = [(n, p.requires_grad) for n, p in model.named_parameters()]
-    with pytest.raises(ValueError, match="gradient checkpointing.*gradient_checkpointing_disable"):
+    with pytest.raises(ValueError, match=r"gradient checkpointing.*gradient_checkpointing_disable"):
         peftcore.get_peft_model(model, config(peftcore, "prefix", "llama"))
     assert [(n, p.requires_grad) for n, p in model.named_parameters()] == before
     peft_model = peftcore.get_peft_model(tiny.build("llama"), config(peftcore, "prefix", "llama"))
