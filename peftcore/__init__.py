@@ -34,6 +34,8 @@ from peftcore.task_models import (
     PeftModelForTokenClassification,
 )
 from peftcore.tuners.ia3 import IA3Config, IA3Model
+from peftcore.tuners.loha import LoHaConfig, LoHaModel
+from peftcore.tuners.lokr import LoKrConfig, LoKrModel
 from peftcore.tuners.lora import LoraConfig, LoraModel
 from peftcore.tuners.p_tuning import PromptEncoder, PromptEncoderConfig, PromptEncoderReparameterizationType
 from peftcore.tuners.prefix_tuning import PrefixEncoder, PrefixTuningConfig
@@ -54,6 +56,10 @@ __all__ = [
     "AutoPeftModelForTokenClassification",
     "IA3Config",
     "IA3Model",
+    "LoHaConfig",
+    "LoHaModel",
+    "LoKrConfig",
+    "LoKrModel",
     "LoraConfig",
     "LoraModel",
     "PeftConfig",

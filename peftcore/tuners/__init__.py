@@ -5,6 +5,8 @@ Importing this package registers every method (see `peftcore.mapping`)."""
 from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
 from peftcore.tuners.ia3 import IA3Config, IA3Model
+from peftcore.tuners.loha import LoHaConfig, LoHaModel
+from peftcore.tuners.lokr import LoKrConfig, LoKrModel
 from peftcore.tuners.lora import LoraConfig, LoraModel
 from peftcore.tuners.p_tuning import PromptEncoder, PromptEncoderConfig, PromptEncoderReparameterizationType
 from peftcore.tuners.prefix_tuning import PrefixEncoder, PrefixTuningConfig
@@ -17,6 +19,10 @@ __all__ = [
     "BaseTunerLayer",
     "IA3Config",
     "IA3Model",
+    "LoHaConfig",
+    "LoHaModel",
+    "LoKrConfig",
+    "LoKrModel",
     "LoraConfig",
     "LoraModel",
     "PrefixEncoder",

@@ -52,6 +52,28 @@ METHODS: dict[str, MethodSpec] = {
         random_init={"init_ia3_weights": False},
         key_suffixes=("ia3_l",),
     ),
+    "loha": MethodSpec(
+        name="loha",
+        config_name="LoHaConfig",
+        kwargs=lambda arch: {"target_modules": LINEAR_TARGETS[arch], "r": 4, "alpha": 6},
+        random_init={"init_weights": False},
+        key_suffixes=("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"),
+        archs=tuple(LINEAR_TARGETS),
+    ),
+    "lokr": MethodSpec(
+        name="lokr",
+        config_name="LoKrConfig",
+        # r=2 with decompose_both: every factor form appears (whole W1 / W2 and rank-r products).
+        kwargs=lambda arch: {
+            "target_modules": LINEAR_TARGETS[arch],
+            "r": 2,
+            "alpha": 3,
+            "decompose_both": True,
+        },
+        random_init={"init_weights": False},
+        key_suffixes=("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b"),
+        archs=tuple(LINEAR_TARGETS),
+    ),
 }
 
 
