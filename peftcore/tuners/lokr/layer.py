@@ -76,7 +76,9 @@ class LoKrLayer(nn.Module, LycorisLayer):
         **kwargs: Any,
     ) -> None:
         self.rank_dropout_scale[adapter_name] = bool(config.rank_dropout_scale)
-        super().update_layer(adapter_name, config, r, alpha, low_cpu_mem_usage, autocast_adapter_dtype, **kwargs)
+        super().update_layer(
+            adapter_name, config, r, alpha, low_cpu_mem_usage, autocast_adapter_dtype, **kwargs
+        )
 
     def rescales_rank_dropout(self, adapter_name: str) -> bool:
         return self.rank_dropout_scale.get(adapter_name, False)
