@@ -33,6 +33,7 @@ from peftcore.task_models import (
     PeftModelForSequenceClassification,
     PeftModelForTokenClassification,
 )
+from peftcore.tuners.adalora import AdaLoraConfig, AdaLoraModel
 from peftcore.tuners.ia3 import IA3Config, IA3Model
 from peftcore.tuners.loha import LoHaConfig, LoHaModel
 from peftcore.tuners.lokr import LoKrConfig, LoKrModel
@@ -47,6 +48,8 @@ __all__ = [
     "PEFT_TYPE_TO_CONFIG_MAPPING",
     "PEFT_TYPE_TO_PREFIX_MAPPING",
     "PEFT_TYPE_TO_TUNER_MAPPING",
+    "AdaLoraConfig",
+    "AdaLoraModel",
     "AutoPeftModel",
     "AutoPeftModelForCausalLM",
     "AutoPeftModelForFeatureExtraction",

@@ -149,7 +149,7 @@ class PeftModel(nn.Module):
                 if args:
                     kwargs.setdefault("input_ids", args[0])
                 return prompt_forward.forward(self._tuner, kwargs)
-            return self.get_base_model()(*args, **kwargs)
+            return self.base_model(*args, **kwargs)
 
     def _forward_named(self, **kwargs: Any) -> Any:
         """Call the base model with the named arguments that were actually given."""

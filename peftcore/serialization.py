@@ -123,6 +123,11 @@ def get_peft_model_state_dict(
         out = {disk: params[mem] for disk, mem in mapping.items()}
     else:
         out = {disk: state_dict[mem] for disk, mem in mapping.items() if mem in state_dict}
+    from peftcore.tuners.base import BaseTuner
+
+    tuner = getattr(model, "base_model", None)
+    if isinstance(tuner, BaseTuner):
+        out = tuner.adapter_tensors_to_save(adapter_name, out)
     if config.is_prompt_learning:
         # The encoder's output for every virtual token, under the one key HF PEFT uses.
         encoder: Any = model.prompt_encoder[adapter_name]  # type: ignore[index]

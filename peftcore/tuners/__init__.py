@@ -2,6 +2,7 @@
 `base_layer.BaseTunerLayer`) for adapter-layer methods and `prompt` for prompt-learning methods.
 Importing this package registers every method (see `peftcore.mapping`)."""
 
+from peftcore.tuners.adalora import AdaLoraConfig, AdaLoraModel
 from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
 from peftcore.tuners.ia3 import IA3Config, IA3Model
@@ -14,6 +15,8 @@ from peftcore.tuners.prompt import BasePromptEncoder, PromptLearningConfig
 from peftcore.tuners.prompt_tuning import PromptEmbedding, PromptTuningConfig, PromptTuningInit
 
 __all__ = [
+    "AdaLoraConfig",
+    "AdaLoraModel",
     "BasePromptEncoder",
     "BaseTuner",
     "BaseTunerLayer",

@@ -390,6 +390,14 @@ class BaseTuner(nn.Module):
             auxiliary_modules.record_untied_embeddings(self.model)
         return self.model
 
+    # -- saving -----------------------------------------------------------------------------------
+    def adapter_tensors_to_save(
+        self, adapter_name: str, tensors: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The on-disk tensors of `adapter_name` as written; a method whose file holds less than its
+        layers do (e.g. only the ranks still in use) trims them here."""
+        return tensors
+
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
