@@ -320,6 +320,8 @@ class PeftModel(nn.Module):
         "default" goes to `save_directory/`, any other adapter to `save_directory/<name>/`. Each file
         is written to a temp file and renamed, so a failure leaves the previous adapter intact.
         `save_embedding_layers` also stores the full embedding weights (see get_peft_model_state_dict).
+        `path_initial_model_for_weight_conversion=<dir of the adapter saved right after get_peft_model>`
+        writes a PiSSA / OLoRA adapter as a plain LoRA for the unmodified base model.
         """
         persistence.save_adapters(
             self,
@@ -328,6 +330,7 @@ class PeftModel(nn.Module):
             save_embedding_layers,
             is_main_process,
             safe_serialization,
+            path_initial_model_for_weight_conversion=kwargs.get("path_initial_model_for_weight_conversion"),
         )
 
     def push_to_hub(

@@ -88,7 +88,7 @@ def test_bad_rank_pattern_value() -> None:
     ("kwargs", "pattern"),
     [
         ({"bias": "some"}, r"bias='some' must be one of 'none', 'all', 'lora_only'"),
-        ({"init_lora_weights": "pissa"}, r"init_lora_weights='pissa' is not supported.*'gaussian'"),
+        ({"init_lora_weights": "loftq"}, r"init_lora_weights='loftq' is not supported.*'gaussian'.*'olora'"),
         ({"lora_alpha": float("inf")}, r"lora_alpha=inf must be a finite number"),
         ({"task_type": "TRANSLATION"}, r"Invalid task type: 'TRANSLATION'.*CAUSAL_LM"),
         ({"modules_to_save": "lm_head"}, r"modules_to_save='lm_head' must be a list.*\['lm_head'\]"),

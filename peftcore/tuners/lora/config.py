@@ -10,6 +10,7 @@ from torch import nn
 
 from peftcore.config import PeftConfig, PeftType
 from peftcore.tuners.config_checks import as_name_set, check_layer_selection, pattern_value
+from peftcore.tuners.lora.svd_init import check_init_name
 
 # HF PEFT LoRA fields peftcore does not implement, with the value meaning "feature off". A file
 # that turns one of them on is refused (see PeftConfig.from_dict).
@@ -43,8 +44,8 @@ _INERT = (
     "buffer_size",
 )
 
-InitLora = bool | Literal["gaussian", "orthogonal"]
-_INITS: tuple[Any, ...] = (True, False, "gaussian", "orthogonal")
+InitLora = bool | str  # True, False, "gaussian", "orthogonal", "pissa", "pissa_niter_<k>", "olora"
+_INITS: tuple[Any, ...] = (True, False, "gaussian", "orthogonal", "olora")
 
 
 @dataclass
@@ -63,7 +64,9 @@ class LoraConfig(PeftConfig):
         use_rslora: rank-stabilised scaling `lora_alpha / sqrt(r)`.
         modules_to_save: extra modules trained in full and saved (e.g. a new head).
         init_lora_weights: True (A kaiming-uniform, B zero), "gaussian" (A ~ N(0, 1/r)), "orthogonal"
-            (A, B non-zero with B A = 0; even r), or False (random B too: not the identity at init).
+            (A, B non-zero with B A = 0; even r), "pissa" / "pissa_niter_<k>" / "olora" (A, B from the
+            base weight's SVD / QR, the base keeps the residual: see `svd_init.py`), or False (random B
+            too: not the identity at init).
         layers_to_transform: only adapt these layer indices.
         layers_pattern: the name of the layer list (e.g. "layers", "h") used with layers_to_transform.
         rank_pattern: per-module rank overrides, keyed by name or regex.
@@ -120,10 +123,12 @@ class LoraConfig(PeftConfig):
         if self.bias not in ("none", "all", "lora_only"):
             raise ValueError(f"bias={self.bias!r} must be one of 'none', 'all', 'lora_only'")
         init = self.init_lora_weights
-        if not (isinstance(init, bool) or (isinstance(init, str) and init in _INITS)):
+        if isinstance(init, str) and init.startswith("pissa"):
+            check_init_name(init)
+        elif not (isinstance(init, bool) or (isinstance(init, str) and init in _INITS)):
             raise ValueError(
                 f"init_lora_weights={self.init_lora_weights!r} is not supported; "
-                "use True (default), 'gaussian', 'orthogonal' or False"
+                "use True (default), 'gaussian', 'orthogonal', 'pissa', 'pissa_niter_<k>', 'olora' or False"
             )
         self.target_modules = as_name_set(self.target_modules, "target_modules")
         self.exclude_modules = as_name_set(self.exclude_modules, "exclude_modules")

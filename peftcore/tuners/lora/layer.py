@@ -33,6 +33,7 @@ from peftcore.errors import PeftWarning
 from peftcore.tuners.base_layer import BaseTunerLayer, adapter_dtype_for, features_of
 from peftcore.tuners.lora import dora
 from peftcore.tuners.lora.config import LoraConfig
+from peftcore.tuners.lora.svd_init import is_weight_moving_init, principal_factors
 
 
 class LoraLayer(BaseTunerLayer):
@@ -153,7 +154,9 @@ class LoraLayer(BaseTunerLayer):
         a: Any = self.lora_A[adapter_name]
         b: Any = self.lora_B[adapter_name]
         with torch.no_grad():
-            if init_lora_weights == "orthogonal":
+            if is_weight_moving_init(init_lora_weights):
+                self._move_principal_part(adapter_name, str(init_lora_weights))
+            elif init_lora_weights == "orthogonal":
                 _orthogonal_pair(a.weight, b.weight)
             else:
                 if init_lora_weights == "gaussian":
@@ -163,6 +166,25 @@ class LoraLayer(BaseTunerLayer):
                 nn.init.zeros_(b.weight)
             if b.bias is not None:
                 nn.init.zeros_(b.bias)
+
+    def _move_principal_part(self, adapter_name: str, init: str) -> None:
+        """PiSSA / OLoRA (`svd_init.py`): A and B from the base weight, which keeps the residual."""
+        base: Any = self.get_base_layer()
+        weight = base.weight
+        if weight.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise TypeError(
+                f"Please initialize {init} under float32, float16, or bfloat16 (the weight is {weight.dtype}); "
+                "subsequently re-quantize the residual model"
+            )
+        transposed = bool(getattr(self, "fan_in_fan_out", False))
+        w = weight.t() if transposed else weight
+        a, b, residual = principal_factors(w, self.r[adapter_name], float(self.scaling[adapter_name]), init)
+        lora_a: Any = self.lora_A[adapter_name]
+        lora_b: Any = self.lora_B[adapter_name]
+        lora_a.weight.data = a.to(lora_a.weight.dtype)
+        lora_b.weight.data = b.to(lora_b.weight.dtype)
+        residual = residual.t() if transposed else residual
+        weight.data = residual.to(weight.dtype).contiguous()
 
     def _init_dora(self, adapter_name: str, tensor_kwargs: dict[str, Any]) -> None:
         if tensor_kwargs["device"].type == "meta":

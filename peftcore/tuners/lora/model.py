@@ -17,14 +17,15 @@ from peftcore.config import PeftConfig
 from peftcore.constants import LORA_DEFAULT_TARGETS
 from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
+from peftcore.tuners.lora import conversion, tying, weighted
 from peftcore.tuners.lora import param as param_lora
-from peftcore.tuners.lora import tying, weighted
 from peftcore.tuners.lora.config import LoraConfig
 from peftcore.tuners.lora.conv import Conv1d, Conv2d, Conv3d
 from peftcore.tuners.lora.embedding import Embedding
 from peftcore.tuners.lora.layer import LoraLayer
 from peftcore.tuners.lora.linear import Linear
 from peftcore.tuners.lora.mha import MultiheadAttention
+from peftcore.tuners.lora.svd_init import is_weight_moving_init
 
 # HF PEFT's name for the default-targets table; the same dict object as in constants.
 TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING = LORA_DEFAULT_TARGETS
@@ -58,6 +59,8 @@ def lora_layer_class(config: LoraConfig, module: nn.Module) -> type[nn.Module] |
 
 class LoraModel(BaseTuner):
     """The LoRA tuner: `self.model` is the transformers model with LoRA layers swapped in."""
+
+    convert_for_initial_model = staticmethod(conversion.convert_for_initial_model)
 
     prefix: ClassVar[str] = "lora_"
     layer_cls: ClassVar[type[BaseTunerLayer]] = LoraLayer
@@ -96,6 +99,11 @@ class LoraModel(BaseTuner):
             )
         if isinstance(base, nn.MultiheadAttention):
             MultiheadAttention.check_supported(base, config)
+        if is_weight_moving_init(config.init_lora_weights) and not isinstance(base, nn.Linear | Conv1D):
+            raise ValueError(
+                f"init_lora_weights={config.init_lora_weights!r} works on Linear / Conv1D layers only, but {name!r} "
+                f"is a {type(base).__name__}; exclude it (exclude_modules) or use init_lora_weights=True"
+            )
 
     def _create_and_replace(
         self,
