@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any, TypeVar, cast
 
@@ -142,7 +143,7 @@ def cmd_run(config: str, overrides: list[str], baseline: bool) -> int:
     try:
         params = FinetuneParams.from_yaml(config, overrides)
     except Exception as exc:  # pydantic's ValidationError names each bad field
-        raise ValueError(f"invalid parameters in {config}:\n{exc}") from None
+        raise ValueError(f"invalid parameters in {config}:\n{_untagged(str(exc))}") from None
     from flows.finetune import finetune
 
     summary = finetune(params, baseline=baseline)
@@ -160,7 +161,7 @@ def _load(config: str, overrides: list[str], section: list[str], model: type[_M]
             apply_override(settings, item)
         return params, model.model_validate(settings)
     except Exception as exc:  # pydantic's ValidationError names each bad field
-        raise ValueError(f"invalid parameters:\n{exc}") from None
+        raise ValueError(f"invalid parameters:\n{_untagged(str(exc))}") from None
 
 
 def cmd_retrain(config: str, overrides: list[str], policy_items: list[str]) -> int:
@@ -284,15 +285,15 @@ def cmd_compare(experiment: str) -> int:
         },
         key=lambda k: (not k.startswith("val_"), k),
     )
-    header = ["run", "method", "r", "trainable%", *eval_names, "runtime_s", "adapter_kb"]
+    header = ["run", "method", "size", "trainable%", *eval_names, "runtime_s", "adapter_kb"]
     rows = []
     for r in runs:
         m, p = r["metrics"], r["params"]
         rows.append(
             [
                 (r["name"] or r["run_id"][:8])[:24],
-                p.get("peft.method", "-"),
-                p.get("peft.r", "-"),
+                _method_label(p),
+                next((p[k] for k in _SIZE_KEYS if p.get(k) not in (None, "None")), "-"),
                 _fmt(m.get("trainable_percent")),
                 *(_fmt(m.get(n)) for n in eval_names),
                 _fmt(m.get("train_runtime_s")),
@@ -319,6 +320,25 @@ def cmd_notify_data(config: str, overrides: list[str]) -> int:
     print(f"  resource    : {event.resource.id}  ({event.resource.name})")
     print(f"  fingerprint : {event.payload['fingerprint']}")
     return 0
+
+
+def _untagged(message: str) -> str:
+    """pydantic's locations without the method tag it adds inside `peft` (`peft.lora.r` → `peft.r`)."""
+    from flows.peft_params import METHOD_CLASSES
+
+    tags = "|".join(METHOD_CLASSES)
+    return re.sub(rf"^peft\.({tags})(?=\.|$)", "peft", message, flags=re.M)
+
+
+# The size knob each method logs: rank (LoRA, LoHa, LoKr), target rank (AdaLoRA), virtual tokens.
+_SIZE_KEYS = ("peft.r", "peft.target_r", "peft.num_virtual_tokens")
+
+
+def _method_label(params: dict[str, Any]) -> str:
+    """peft.method, with the LoRA variant when one is on (`lora+dora`, `lora+rslora`)."""
+    method = str(params.get("peft.method", "-"))
+    variants = [v for v in ("dora", "rslora") if str(params.get(f"peft.use_{v}", "")).lower() == "true"]
+    return "+".join([method, *variants])
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

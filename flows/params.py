@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flows.peft_params import LoraParams, PeftParams
+
 BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
 BUNDLED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 Task = Literal["seq_cls", "token_cls", "causal_lm", "seq2seq_lm"]
@@ -150,26 +152,6 @@ class DataParams(_Strict):
         if self.format is not None:
             return self.format
         return "text" if task in ("seq_cls", "token_cls") else "instruction"
-
-
-class PeftParams(_Strict):
-    method: Literal["lora"] = Field("lora", description="PEFT method")
-    r: int = Field(8, gt=0, description="LoRA rank")
-    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scaling = alpha / r)")
-    lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the adapter input")
-    target_modules: list[str] | str | None = Field(
-        None, description="Module names, a regex, or 'all-linear'; empty = the architecture default"
-    )
-    exclude_modules: list[str] | str | None = Field(None, description="Modules to leave out")
-    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train")
-    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha / sqrt(r)")
-    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA)")
-    init_lora_weights: bool | Literal["gaussian"] = Field(True, description="True, 'gaussian' or False")
-    modules_to_save: list[str] | None = Field(None, description="Extra modules trained in full")
-    layers_to_transform: list[int] | None = Field(None, description="Only adapt these layer indices")
-    layers_pattern: str | None = Field(None, description="Name of the layer list, with layers_to_transform")
-    rank_pattern: dict[str, int] = Field(default_factory=dict, description="Per-module rank overrides")
-    alpha_pattern: dict[str, float] = Field(default_factory=dict, description="Per-module alpha overrides")
 
 
 class TrainParams(_Strict):
@@ -314,18 +296,25 @@ class PromotionParams(_Strict):
         return value
 
 
-LoraVariant = Literal["lora", "dora", "rslora"]
+# Every PEFT method, plus the LoRA variants DoRA and rsLoRA as methods of their own.
+SweepMethod = Literal[
+    "lora", "dora", "rslora", "ia3", "loha", "lokr", "adalora", "prompt_tuning", "p_tuning", "prefix_tuning"
+]
 
 
 class SweepGrid(_Strict):
     """The trials of a `sweep`: every combination of methods × ranks × learning rates."""
 
-    methods: list[LoraVariant] = Field(
-        default_factory=lambda: list[LoraVariant](["lora", "dora"]),
+    methods: list[SweepMethod] = Field(
+        default_factory=lambda: list[SweepMethod](["lora", "dora"]),
         min_length=1,
-        description="LoRA variants to try",
+        description="PEFT methods (and the LoRA variants dora, rslora) to try",
     )
-    ranks: list[int] = Field(default_factory=lambda: [4, 8], min_length=1, description="LoRA ranks")
+    ranks: list[int] = Field(
+        default_factory=lambda: [4, 8],
+        min_length=1,
+        description="Ranks (virtual tokens for prompt methods, target_r for AdaLoRA; IA3 has none)",
+    )
     learning_rates: list[float] = Field(
         default_factory=lambda: [3e-3], min_length=1, description="Peak learning rates"
     )
@@ -360,7 +349,7 @@ class FinetuneParams(_Strict):
 
     model: ModelParams = Field(default_factory=ModelParams)
     data: DataParams
-    peft: PeftParams = Field(default_factory=PeftParams)
+    peft: PeftParams = Field(default_factory=LoraParams)
     train: TrainParams = Field(default_factory=TrainParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     publish: PublishParams = Field(default_factory=PublishParams)

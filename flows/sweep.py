@@ -28,6 +28,7 @@ _RESULT_KEYS = {
     "seqeval": ("overall_precision", "overall_recall", "overall_f1", "overall_accuracy"),
 }
 _FLAGS = {"lora": (False, False), "dora": (True, False), "rslora": (False, True)}  # use_dora, use_rslora
+_RANKLESS = ("ia3",)
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,38 @@ def plan(params: FinetuneParams, grid: SweepGrid) -> list[Trial]:
             f"publish.repo_id={params.publish.repo_id!r}: a sweep does not publish (every trial would push "
             "to the same repo); leave it empty and publish the best trial's adapter afterwards"
         )
-    combos = itertools.product(grid.methods, grid.ranks, grid.learning_rates)
+    combos = [
+        (method, r, lr)
+        for method, r, lr in itertools.product(grid.methods, grid.ranks, grid.learning_rates)
+        if method not in _RANKLESS or r == grid.ranks[0]  # one trial per learning rate: IA3 has no rank
+    ]
     return [_trial(params, i, method, r, lr) for i, (method, r, lr) in enumerate(combos)]
+
+
+def _peft_section(current: dict[str, Any], method: str, r: int) -> dict[str, Any]:
+    """The trial's `peft`: the recipe's own fields when it uses the same method, else that method's
+    defaults; the grid's rank goes to the method's size knob."""
+    name = "lora" if method in _FLAGS else method
+    peft: dict[str, Any] = dict(current) if current.get("method") == name else {"method": name}
+    if method in _FLAGS:
+        use_dora, use_rslora = _FLAGS[method]
+        peft.update(r=r, use_dora=use_dora, use_rslora=use_rslora)
+    elif method in ("loha", "lokr"):
+        peft["r"] = r
+    elif method == "adalora":
+        peft.update(target_r=r, init_r=r + max(2, r // 2))  # the schedule prunes from init_r down to r
+    elif method in ("prompt_tuning", "p_tuning", "prefix_tuning"):
+        peft["num_virtual_tokens"] = r
+    return peft
 
 
 def _trial(params: FinetuneParams, index: int, method: str, r: int, lr: float) -> Trial:
     config = params.model_dump(mode="json")
-    use_dora, use_rslora = _FLAGS[method]
-    config["peft"].update(r=r, use_dora=use_dora, use_rslora=use_rslora)
+    config["peft"] = _peft_section(config["peft"], method, r)
     config["train"]["learning_rate"] = lr
-    config["tracking"]["run_name"] = f"r{r}-{method}-lr{lr:g}"
+    config["tracking"]["run_name"] = (
+        f"{method}-lr{lr:g}" if method in _RANKLESS else f"r{r}-{method}-lr{lr:g}"
+    )
     # The parent run id is filled in once the parent exists (see `_nested`).
     config["tracking"]["tags"] = {**params.tracking.tags, tracking.TRIAL_TAG: str(index)}
     return Trial(index, method, r, lr, FinetuneParams.model_validate(config))

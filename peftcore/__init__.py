@@ -34,13 +34,23 @@ from peftcore.task_models import (
     PeftModelForSequenceClassification,
     PeftModelForTokenClassification,
 )
+from peftcore.tuners.adalora import AdaLoraConfig, AdaLoraModel
+from peftcore.tuners.ia3 import IA3Config, IA3Model
+from peftcore.tuners.loha import LoHaConfig, LoHaModel
+from peftcore.tuners.lokr import LoKrConfig, LoKrModel
 from peftcore.tuners.lora import LoraConfig, LoraModel
+from peftcore.tuners.p_tuning import PromptEncoder, PromptEncoderConfig, PromptEncoderReparameterizationType
+from peftcore.tuners.prefix_tuning import PrefixEncoder, PrefixTuningConfig
+from peftcore.tuners.prompt import PromptLearningConfig
+from peftcore.tuners.prompt_tuning import PromptEmbedding, PromptTuningConfig, PromptTuningInit
 
 __all__ = [
     "MODEL_TYPE_TO_PEFT_MODEL_MAPPING",
     "PEFT_TYPE_TO_CONFIG_MAPPING",
     "PEFT_TYPE_TO_PREFIX_MAPPING",
     "PEFT_TYPE_TO_TUNER_MAPPING",
+    "AdaLoraConfig",
+    "AdaLoraModel",
     "AutoPeftModel",
     "AutoPeftModelForCausalLM",
     "AutoPeftModelForFeatureExtraction",
@@ -48,6 +58,12 @@ __all__ = [
     "AutoPeftModelForSeq2SeqLM",
     "AutoPeftModelForSequenceClassification",
     "AutoPeftModelForTokenClassification",
+    "IA3Config",
+    "IA3Model",
+    "LoHaConfig",
+    "LoHaModel",
+    "LoKrConfig",
+    "LoKrModel",
     "LoraConfig",
     "LoraModel",
     "PeftConfig",
@@ -60,6 +76,15 @@ __all__ = [
     "PeftModelForTokenClassification",
     "PeftType",
     "PeftWarning",
+    "PrefixEncoder",
+    "PrefixTuningConfig",
+    "PromptEmbedding",
+    "PromptEncoder",
+    "PromptEncoderConfig",
+    "PromptEncoderReparameterizationType",
+    "PromptLearningConfig",
+    "PromptTuningConfig",
+    "PromptTuningInit",
     "TaskType",
     "__version__",
     "get_base_model_state_dict",

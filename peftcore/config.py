@@ -31,7 +31,10 @@ class PeftType(str, enum.Enum):
     PROMPT_TUNING = "PROMPT_TUNING"
     P_TUNING = "P_TUNING"
     PREFIX_TUNING = "PREFIX_TUNING"
+    ADALORA = "ADALORA"
     IA3 = "IA3"
+    LOHA = "LOHA"
+    LOKR = "LOKR"
 
 
 class TaskType(str, enum.Enum):
@@ -109,6 +112,12 @@ class PeftConfig:
     revision: str | None = None
     inference_mode: bool = False
     peft_version: str | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PeftConfig:
+        # Before the dataclass __init__: a field of another method gets a message that names that method.
+        if kwargs:
+            _check_known_fields(cls, kwargs)
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         # The class decides the method; a peft_type passed in (as HF PEFT's loaders do) is overridden.
@@ -236,6 +245,31 @@ class PeftConfig:
         data = cls.from_json_file(path)
         data.update({k: v for k, v in kwargs.items() if k not in _HUB_KWARGS})
         return cls.from_dict(data)
+
+
+def _check_known_fields(cls: type, kwargs: dict[str, Any]) -> None:
+    """Raise TypeError for keyword arguments that are not fields of `cls`, naming the configs that have them."""
+    if not dataclasses.is_dataclass(cls):
+        return
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(kwargs) - known)
+    if not unknown:
+        return
+    from peftcore.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    notes = []
+    for key in unknown:
+        owners = sorted(
+            other.__name__
+            for other in set(PEFT_TYPE_TO_CONFIG_MAPPING.values())
+            if other is not cls and key in {f.name for f in dataclasses.fields(other)}
+        )
+        where = f"a field of {', '.join(owners)}" if owners else "not a field of any peftcore config"
+        notes.append(f"{key} ({where})")
+    raise TypeError(
+        f"{cls.__name__}.__init__() got an unexpected keyword argument {unknown[0]!r}: {cls.__name__} does not take "
+        f"{'; '.join(notes)}. Remove it, or use the config class of the method it belongs to"
+    )
 
 
 # Download options HF PEFT's `from_pretrained` accepts beside config overrides; resolved by the Hub

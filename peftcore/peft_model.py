@@ -24,12 +24,13 @@ import torch
 from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
-from peftcore import persistence
+from peftcore import persistence, prompt_forward
 from peftcore.auxiliary import AuxiliaryTrainingWrapper
 from peftcore.config import PeftConfig
 from peftcore.hub import push_folder_to_hub
 from peftcore.mapping import method_for
 from peftcore.persistence import validate_adapter_name
+from peftcore.prompt_learning import PromptLearningTuner
 from peftcore.serialization import load_peft_weights
 from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
@@ -55,15 +56,31 @@ class PeftModel(nn.Module):
         super().__init__()
         validate_adapter_name(adapter_name)
         if peft_config.is_prompt_learning:
-            raise ValueError(f"{peft_config.peft_type} is not available in this peftcore version")
-        tuner: Any = method_for(peft_config).model_cls
-        self.base_model = tuner(
+            # HF PEFT's layout: the transformers model itself is `base_model`, one encoder per adapter.
+            method_for(peft_config)
+            self.base_model = model  # type: ignore[assignment]
+            self.prompt_encoder = nn.ModuleDict()
+            tuner = PromptLearningTuner(model, self.prompt_encoder)
+            self.__dict__["_prompt_tuner"] = tuner
+            tuner.inject_adapter(model, adapter_name, config=peft_config)
+            return
+        tuner_cls: Any = method_for(peft_config).model_cls
+        self.base_model = tuner_cls(
             model,
             {adapter_name: peft_config},
             adapter_name,
             low_cpu_mem_usage=low_cpu_mem_usage,
             autocast_adapter_dtype=autocast_adapter_dtype,
         )
+
+    @property
+    def _is_prompt_learning(self) -> bool:
+        return self.__dict__.get("_prompt_tuner") is not None
+
+    @property
+    def _tuner(self) -> Any:
+        """What manages the adapters: the BaseTuner (`base_model`), or the prompt-learning tuner."""
+        return self.__dict__.get("_prompt_tuner") or self.base_model
 
     # -- attribute access -------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -78,17 +95,17 @@ class PeftModel(nn.Module):
 
     @property
     def peft_config(self) -> dict[str, PeftConfig]:
-        return self.base_model.peft_config
+        return self._tuner.peft_config  # type: ignore[no-any-return]
 
     @property
     def active_adapter(self) -> str:
         """The active adapter (the first one when several are active: see `active_adapters`)."""
-        names = self.base_model.active_adapters
+        names = self._tuner.active_adapters
         return names[0] if names else ""
 
     @property
     def active_adapters(self) -> list[str]:
-        return list(self.base_model.active_adapters)
+        return list(self._tuner.active_adapters)
 
     @property
     def active_peft_config(self) -> PeftConfig:
@@ -105,7 +122,7 @@ class PeftModel(nn.Module):
 
     def get_base_model(self) -> nn.Module:
         """The transformers model (with adapter layers inside)."""
-        return self.base_model.model
+        return self._tuner.model  # type: ignore[no-any-return]
 
     # -- counting ---------------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
@@ -126,18 +143,28 @@ class PeftModel(nn.Module):
 
     # -- forward / generate -----------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """The base model's forward; `adapter_names=[...]` (one per row) mixes adapters in one batch."""
-        with self.base_model._enable_peft_forward_hooks(*args, **kwargs):
+        """The base model's forward; `adapter_names=[...]` (one per row) mixes adapters in one batch.
+
+        With a prompt-learning adapter the inputs are rewritten first (see `prompt_forward.py`).
+        """
+        with self._tuner._enable_peft_forward_hooks(*args, **kwargs):
             kwargs.pop("adapter_names", None)
-            return self.get_base_model()(*args, **kwargs)
+            if self._is_prompt_learning:
+                if args:
+                    kwargs.setdefault("input_ids", args[0])
+                return prompt_forward.forward(self._tuner, kwargs)
+            return self.base_model(*args, **kwargs)
 
     def _forward_named(self, **kwargs: Any) -> Any:
         """Call the base model with the named arguments that were actually given."""
         return PeftModel.forward(self, **{k: v for k, v in kwargs.items() if v is not None})
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
-        with self.base_model._enable_peft_forward_hooks(*args, **kwargs):
+        """The base model's `generate`; prompt-learning adapters need `input_ids` (see `prompt_forward.py`)."""
+        with self._tuner._enable_peft_forward_hooks(*args, **kwargs):
             kwargs.pop("adapter_names", None)
+            if self._is_prompt_learning:
+                return prompt_forward.generate(self._tuner, args, kwargs)
             return self.get_base_model().generate(*args, **kwargs)  # type: ignore[operator]
 
     # -- adapters ---------------------------------------------------------------------------------
@@ -165,8 +192,8 @@ class PeftModel(nn.Module):
                 f"cannot add a {peft_config.peft_type} adapter to a model holding {current.peft_type} adapters; "
                 "use one method per PeftModel"
             )
-        self.base_model.inject_adapter(
-            self.base_model.model,
+        self._tuner.inject_adapter(
+            self.get_base_model(),
             adapter_name,
             config=peft_config,
             autocast_adapter_dtype=autocast_adapter_dtype,
@@ -177,14 +204,14 @@ class PeftModel(nn.Module):
         """Activate `adapter_name` (trainable unless `inference_mode`); the others are frozen and unused."""
         if adapter_name not in self.peft_config:
             raise ValueError(f"Adapter {adapter_name} not found; available: {sorted(self.peft_config)}")
-        self.base_model.set_adapter(adapter_name, inference_mode=inference_mode)
+        self._tuner.set_adapter(adapter_name, inference_mode=inference_mode)
 
     def delete_adapter(self, adapter_name: str) -> None:
-        self.base_model.delete_adapter(adapter_name)
+        self._tuner.delete_adapter(adapter_name)
 
     def set_requires_grad(self, adapter_names: str | list[str], requires_grad: bool = True) -> None:
         """Switch gradients of the named adapters on or off (whether active or not)."""
-        self.base_model.set_requires_grad(adapter_names, requires_grad=requires_grad)
+        self._tuner.set_requires_grad(adapter_names, requires_grad=requires_grad)
 
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
@@ -201,32 +228,32 @@ class PeftModel(nn.Module):
                 stacklevel=3,
             )
         was_disabled = states == {True}
-        self.base_model.disable_adapter_layers()
+        self._tuner.disable_adapter_layers()
         try:
             yield
         finally:
             if not was_disabled:
-                self.base_model.enable_adapter_layers()
+                self._tuner.enable_adapter_layers()
 
     def enable_adapter_layers(self) -> None:
-        self.base_model.enable_adapter_layers()
+        self._tuner.enable_adapter_layers()
 
     def disable_adapter_layers(self) -> None:
-        self.base_model.disable_adapter_layers()
+        self._tuner.disable_adapter_layers()
 
     def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
-        self.base_model.merge_adapter(adapter_names, safe_merge=safe_merge)
+        self._tuner.merge_adapter(adapter_names, safe_merge=safe_merge)
 
     def unmerge_adapter(self) -> None:
-        self.base_model.unmerge_adapter()
+        self._tuner.unmerge_adapter()
 
     def merge_and_unload(
         self, progressbar: bool = False, safe_merge: bool = False, adapter_names: list[str] | None = None
     ) -> nn.Module:
-        return self.base_model.merge_and_unload(progressbar, safe_merge, adapter_names)
+        return self._tuner.merge_and_unload(progressbar, safe_merge, adapter_names)
 
     def unload(self) -> nn.Module:
-        return self.base_model.unload()
+        return self._tuner.unload()
 
     # -- training integrations --------------------------------------------------------------------
     def enable_input_require_grads(self) -> None:
@@ -236,6 +263,11 @@ class PeftModel(nn.Module):
         """Enable checkpointing on the base model; embeddings' outputs require grad so gradients reach
         adapters inside checkpointed blocks even though the embeddings are frozen."""
         base = self.get_base_model()
+        if self._is_prompt_learning and any(e.injects == "cache" for e in self.prompt_encoder.values()):
+            raise ValueError(
+                "prefix tuning does not work with gradient checkpointing: the checkpointed layers are recomputed "
+                "without the prefix cache. Train without gradient checkpointing, or use prompt tuning"
+            )
         base.activation_checkpointing_enable(*args, **kwargs)  # type: ignore[operator]
         if not getattr(base, "_require_grads_hooks", None):  # transformers may have added them already
             self.enable_input_require_grads()
@@ -292,6 +324,8 @@ class PeftModel(nn.Module):
         "default" goes to `save_directory/`, any other adapter to `save_directory/<name>/`. Each file
         is written to a temp file and renamed, so a failure leaves the previous adapter intact.
         `save_embedding_layers` also stores the full embedding weights (see get_peft_model_state_dict).
+        `path_initial_model_for_weight_conversion=<dir of the adapter saved right after get_peft_model>`
+        writes a PiSSA / OLoRA adapter as a plain LoRA for the unmodified base model.
         """
         persistence.save_adapters(
             self,
@@ -300,6 +334,7 @@ class PeftModel(nn.Module):
             save_embedding_layers,
             is_main_process,
             safe_serialization,
+            path_initial_model_for_weight_conversion=kwargs.get("path_initial_model_for_weight_conversion"),
         )
 
     def push_to_hub(
@@ -355,6 +390,12 @@ class PeftModel(nn.Module):
             config = PeftConfig.from_pretrained(model_id, **hub)
         weights = load_peft_weights(model_id, device=kwargs.get("torch_device"), **hub)
         config.inference_mode = not is_trainable
+        if config.is_prompt_learning and is_trainable:
+            raise ValueError(
+                "Cannot set a prompt learning adapter to trainable when loading pretrained adapter: the file "
+                "holds the prompt encoder's output, not its parameters. Load with is_trainable=False, or train "
+                "a new adapter with get_peft_model"
+            )
         target = cls if cls is not PeftModel else peft_class_for_task(config.task_type)
         # Wrapping freezes every base parameter; a failed load must give the flags back as well.
         requires_grad = [(p, p.requires_grad) for p in model.parameters()]
@@ -364,7 +405,7 @@ class PeftModel(nn.Module):
                 weights, adapter_name, key_mapping, kwargs.get("ignore_mismatched_sizes", False)
             )
         except Exception:
-            peft_model.base_model.unload()
+            peft_model._tuner.unload()
             for param, flag in requires_grad:
                 param.requires_grad_(flag)
             raise
@@ -393,6 +434,11 @@ class PeftModel(nn.Module):
         config = PeftConfig.from_pretrained(model_id, **hub)
         weights = load_peft_weights(model_id, device=torch_device, **hub)
         created = adapter_name not in self.peft_config
+        if created and config.is_prompt_learning and is_trainable:
+            raise ValueError(
+                "Cannot set a prompt learning adapter to trainable when loading pretrained adapter: the file "
+                "holds the prompt encoder's output, not its parameters; load it with is_trainable=False"
+            )
         if created:
             config.inference_mode = not is_trainable
             self.add_adapter(

@@ -56,6 +56,10 @@ def adapter_state_keys(model: PeftModel) -> list[str]:
         bias = getattr(config, "bias", "none")
         for mem in adapter_key_map(model, name, bias, _prefix_of(config)).values():
             keys[mem] = None
+        if config.is_prompt_learning:
+            for mem, _ in model.named_parameters():
+                if mem.startswith(f"prompt_encoder.{name}."):
+                    keys[mem] = None
     return list(keys)
 
 
@@ -66,14 +70,19 @@ def save_adapters(
     save_embedding_layers: bool | Literal["auto"] = "auto",
     is_main_process: bool = True,
     safe_serialization: bool = True,
+    path_initial_model_for_weight_conversion: str | os.PathLike[str] | None = None,
 ) -> None:
     """Write each adapter's `adapter_config.json`, `adapter_model.safetensors` and model card.
 
     "default" goes to `save_directory/`, any other adapter to `save_directory/<name>/`. Weights and
     config are written to temp files and renamed together, so a failure leaves the previous pair intact.
+    With `path_initial_model_for_weight_conversion` (the adapter as saved right after `get_peft_model`),
+    an adapter whose init rewrote the base weight is written as the equivalent adapter for the
+    unmodified base (the method's tuner class does the conversion: `convert_for_initial_model`).
 
     Raises:
-        ValueError: `save_directory` is a file, or a selected adapter does not exist.
+        ValueError: `save_directory` is a file, a selected adapter does not exist, or the conversion
+            is asked for a method without one or an initial adapter that is not there.
     """
     directory = os.fspath(save_directory)
     if os.path.isfile(directory):
@@ -84,6 +93,7 @@ def save_adapters(
     unknown = [n for n in names if n not in model.peft_config]
     if unknown:
         raise ValueError(f"selected_adapters {unknown} do not exist; available: {sorted(model.peft_config)}")
+    converters = _converters(model, names, path_initial_model_for_weight_conversion)
     if not is_main_process:
         return
     for name in names:
@@ -93,6 +103,10 @@ def save_adapters(
             model, adapter_name=name, save_embedding_layers=save_embedding_layers
         )
         config = copy.deepcopy(model.peft_config[name])
+        if name in converters:
+            config, tensors = converters[name](
+                config, tensors, os.fspath(path_initial_model_for_weight_conversion or "")
+            )
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = _base_name_or_path(model)
         config.inference_mode = True
@@ -104,6 +118,31 @@ def save_adapters(
         )
         peft_type = str(getattr(config.peft_type, "value", config.peft_type)).lower()
         write_model_card(out_dir, _card_base_model(model), tags=[peft_type])
+
+
+def _converters(model: PeftModel, names: list[str], initial: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Per adapter name, the method's conversion for `path_initial_model_for_weight_conversion` (checked first)."""
+    if initial is None:
+        return {}
+    from peftcore.mapping import method_for
+
+    path = os.fspath(initial)
+    if not os.path.isfile(os.path.join(path, SAFETENSORS_WEIGHTS_NAME)):
+        raise ValueError(
+            f"path_initial_model_for_weight_conversion={path!r} holds no {SAFETENSORS_WEIGHTS_NAME}: save the adapter "
+            "there right after get_peft_model (before training), then pass that directory"
+        )
+    out = {}
+    for name in names:
+        config = model.peft_config[name]
+        convert = getattr(method_for(config).model_cls, "convert_for_initial_model", None)
+        if convert is None:
+            raise ValueError(
+                f"Passing `path_initial_model_for_weight_conversion` to `save_pretrained` is not supported for "
+                f"{config.peft_type} adapters (adapter {name!r}): it converts adapters whose init rewrote the base weight"
+            )
+        out[name] = convert
+    return out
 
 
 def _card_base_model(model: PeftModel) -> str | None:

@@ -36,6 +36,8 @@ from peftcore.errors import AdapterSizeMismatchError
 from peftcore.io import load_safetensors, resolve_file
 from peftcore.tuners.base_layer import BaseTunerLayer
 
+# The one tensor a prompt-learning adapter stores: its encoder's output for every virtual token.
+PROMPT_EMBEDDINGS_KEY = "prompt_embeddings"
 # Names of the input / output embedding layers HF PEFT looks for in target_modules.
 EMBEDDING_LAYER_NAMES = ("embed_tokens", "lm_head")
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_orig_mod.", "_checkpoint_wrapped_module.")
@@ -114,13 +116,23 @@ def get_peft_model_state_dict(
         save_embedding_layers: also save the full input/output embedding weights (True), never
             (False), or when `target_modules` names them ("auto").
     """
-    config = model.peft_config[adapter_name]  # type: ignore[index]
+    config: Any = model.peft_config[adapter_name]  # type: ignore[index]
     mapping = adapter_key_map(model, adapter_name, getattr(config, "bias", "none"), _prefix_of(config))
     if state_dict is None:
         params: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
         out = {disk: params[mem] for disk, mem in mapping.items()}
     else:
         out = {disk: state_dict[mem] for disk, mem in mapping.items() if mem in state_dict}
+    from peftcore.tuners.base import BaseTuner
+
+    tuner = getattr(model, "base_model", None)
+    if isinstance(tuner, BaseTuner):
+        out = tuner.adapter_tensors_to_save(adapter_name, out)
+    if config.is_prompt_learning:
+        # The encoder's output for every virtual token, under the one key HF PEFT uses.
+        encoder: Any = model.prompt_encoder[adapter_name]  # type: ignore[index]
+        out[PROMPT_EMBEDDINGS_KEY] = encoder.prompt_embeddings()
+        return out
     targeted = _embedding_targeted(model, config)
     if _wants_embeddings(config, save_embedding_layers, targeted):
         out.update(_embedding_weights(model, targeted))
@@ -205,8 +217,17 @@ def set_peft_model_state_dict(
         AdapterSizeMismatchError: a tensor's shape does not fit the model (a ValueError and a
             RuntimeError; names the key and both shapes), unless `ignore_mismatched_sizes`.
     """
-    config = model.peft_config[adapter_name]  # type: ignore[index]
+    config: Any = model.peft_config[adapter_name]  # type: ignore[index]
     state = _apply_key_mapping(peft_model_state_dict, key_mapping or {})
+    prompt_missing: list[str] = []
+    if config.is_prompt_learning:
+        state = dict(state)
+        prompt = state.pop(PROMPT_EMBEDDINGS_KEY, None)
+        if prompt is None:
+            prompt_missing = [PROMPT_EMBEDDINGS_KEY]
+        else:
+            encoder: Any = model.prompt_encoder[adapter_name]  # type: ignore[index]
+            encoder.load_prompt_embeddings(prompt)
     mapping = adapter_key_map(model, adapter_name, getattr(config, "bias", "none"), _prefix_of(config))
     tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     tensors.update(dict(model.named_buffers(remove_duplicate=False)))
@@ -254,7 +275,7 @@ def set_peft_model_state_dict(
                 _replace_tensor(model, mem, value.to(dtype=target.dtype), target)
             else:
                 target.copy_(value.to(device=target.device, dtype=target.dtype))
-    missing = sorted(mem for disk, mem in mapping.items() if disk not in state)
+    missing = sorted(mem for disk, mem in mapping.items() if disk not in state) + prompt_missing
     return _IncompatibleKeys(missing, unexpected)
 
 

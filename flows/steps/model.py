@@ -17,7 +17,7 @@ import torch
 
 from flows.params import BUNDLED_MINILM, BUNDLED_MINILM_HUB_ID, TASK_TYPES, FinetuneParams, ModelParams
 from flows.steps import WrapResult
-from peftcore import LoraConfig, get_peft_model
+from peftcore import PeftConfig, get_peft_model
 
 _AUTO_CLASSES = {
     "seq_cls": "AutoModelForSequenceClassification",
@@ -195,27 +195,16 @@ def check_quantization(params: FinetuneParams) -> None:
         )
 
 
-def build_peft_config(params: FinetuneParams) -> LoraConfig:
-    """The `LoraConfig` described by params.peft, for params.model.task, naming the base model's Hub id."""
+def build_peft_config(params: FinetuneParams, total_steps: int | None = None) -> PeftConfig:
+    """The peftcore config described by params.peft (any method), for params.model.task, naming the
+    base model's Hub id. `total_steps`: the run's optimizer steps, for methods that schedule by them
+    (AdaLoRA, when peft.total_step is empty; without either, train.max_steps or a nominal 1000)."""
     p = params.peft
-    return LoraConfig(
-        task_type=TASK_TYPES[params.model.task],
-        base_model_name_or_path=base_model_hub_id(params.model),
-        revision=params.model.revision,
-        r=p.r,
-        lora_alpha=p.lora_alpha,
-        lora_dropout=p.lora_dropout,
-        target_modules=p.target_modules or None,
-        exclude_modules=p.exclude_modules or None,
-        bias=p.bias,
-        use_rslora=p.use_rslora,
-        use_dora=p.use_dora,
-        init_lora_weights=p.init_lora_weights,
-        modules_to_save=p.modules_to_save,
-        layers_to_transform=p.layers_to_transform,
-        layers_pattern=p.layers_pattern,
-        rank_pattern=dict(p.rank_pattern),
-        alpha_pattern=dict(p.alpha_pattern),
+    if p.method == "adalora" and p.total_step is None:
+        steps = total_steps or (params.train.max_steps if params.train.max_steps > 0 else 1000)
+        p = p.model_copy(update={"total_step": steps})
+    return p.config(  # type: ignore[no-any-return]
+        TASK_TYPES[params.model.task], base_model_hub_id(params.model), params.model.revision
     )
 
 

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import shutil
@@ -79,6 +80,15 @@ def check_selection(params: FinetuneParams, data: TokenizedData) -> None:
         )
 
 
+def planned_steps(params: FinetuneParams, train_rows: int) -> int:
+    """The optimizer steps the Trainer will take on one process (what a rank schedule needs)."""
+    t = params.train
+    if t.max_steps > 0:
+        return t.max_steps
+    per_epoch = max(math.ceil(train_rows / t.batch_size) // t.gradient_accumulation_steps, 1)
+    return max(math.ceil(t.epochs * per_epoch), 1)
+
+
 def train(
     params: FinetuneParams, data: TokenizedData, run_dir: str, on_log: LogFn | None = None
 ) -> TrainResult:
@@ -96,6 +106,8 @@ def train(
         torch.set_num_threads(params.train.num_threads)
     set_seed(params.train.seed)
     tokenizer = load_tokenizer(params)
+    splits = load_from_disk(data.path)
+    peft_config = build_peft_config(params, total_steps=planned_steps(params, len(splits["train"])))
     base = load_base_model(params, data.label_names)
     if params.model.quantization != "none":  # QLoRA: frozen k-bit base, its small float parts in fp32
         from peftcore import prepare_model_for_kbit_training
@@ -103,10 +115,9 @@ def train(
         base = prepare_model_for_kbit_training(
             base, use_gradient_checkpointing=params.train.gradient_checkpointing
         )
-    model = get_peft_model(base, build_peft_config(params))
+    model = get_peft_model(base, peft_config)
     if params.data.packing:
         check_packing(model)
-    splits = load_from_disk(data.path)
 
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     adapter_dir = os.path.join(run_dir, "adapter")

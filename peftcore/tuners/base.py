@@ -37,12 +37,14 @@ class BaseTuner(nn.Module):
         layer_cls: its BaseTunerLayer subclass.
         default_target_modules: model_type → default `target_modules` (a dict shared with constants).
         method_name: a display name for messages (e.g. "LoRA").
+        supports_mixed_batch: whether its layers serve `adapter_names=[...]` (one adapter per batch row).
     """
 
     prefix: ClassVar[str] = ""
     layer_cls: ClassVar[type[BaseTunerLayer]] = BaseTunerLayer
     default_target_modules: ClassVar[dict[str, Any]] = {}
     method_name: ClassVar[str] = "adapter"
+    supports_mixed_batch: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -388,6 +390,14 @@ class BaseTuner(nn.Module):
             auxiliary_modules.record_untied_embeddings(self.model)
         return self.model
 
+    # -- saving -----------------------------------------------------------------------------------
+    def adapter_tensors_to_save(
+        self, adapter_name: str, tensors: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The on-disk tensors of `adapter_name` as written; a method whose file holds less than its
+        layers do (e.g. only the ranks still in use) trims them here."""
+        return tensors
+
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
@@ -403,7 +413,27 @@ class BaseTuner(nn.Module):
 
     def _check_mixed_batch(self, adapter_names: list[str]) -> None:
         """Raise if these per-row adapter names cannot be served (a method adds its own conditions)."""
+        if not self.supports_mixed_batch:
+            raise ValueError(
+                f"adapter_names={adapter_names!r}: mixed-adapter batches are not supported by {self.method_name}; "
+                "run one batch per adapter instead (set_adapter(name), then call the model)"
+            )
         mixed_batch.check(self, adapter_names)
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        """Float32 adapter weights for `adapter_name` on a half-precision base (no-op when not autocasting)."""
+        if not autocast_adapter_dtype:
+            return
+        for _, layer in self.tuner_layers():
+            for attr in layer.adapter_layer_names:
+                box = getattr(layer, attr, None)
+                if box is None or adapter_name not in box:
+                    continue
+                entry = box[adapter_name]
+                params = [entry] if isinstance(entry, nn.Parameter) else list(entry.parameters())
+                for p in params:
+                    if p.dtype in (torch.float16, torch.bfloat16):
+                        p.data = p.data.float()
 
 
 def _nested_in(name: str, layers: Iterator[tuple[str, BaseTunerLayer]]) -> bool:

@@ -12,11 +12,13 @@ so custom layers written for Hugging Face PEFT (`class MyLora(nn.Module, LoraLay
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 
 def _set_requires_grad(entry: Any, flag: bool) -> None:
@@ -30,6 +32,33 @@ def _set_requires_grad(entry: Any, flag: bool) -> None:
 def as_name_list(adapter_names: str | Iterable[str]) -> list[str]:
     """`"a"` → `["a"]`; any other iterable of names → a list."""
     return [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+
+
+def adapter_dtype_for(base_weight: torch.Tensor, autocast_adapter_dtype: bool = True) -> torch.dtype:
+    """fp32 adapters on a half-precision base (when autocasting); otherwise the base's own float dtype."""
+    if base_weight.dtype in (torch.float16, torch.bfloat16) and autocast_adapter_dtype:
+        return torch.float32
+    return base_weight.dtype if base_weight.is_floating_point() else torch.float32
+
+
+def features_of(base: nn.Module) -> tuple[int | None, int | None]:
+    """(in, out) features of a layer: Linear, GPT-2 Conv1D, convolutions, Embedding, MultiheadAttention."""
+    if isinstance(base, nn.Linear):
+        return base.in_features, base.out_features
+    if isinstance(base, Conv1D):
+        return int(base.weight.shape[0]), int(base.weight.shape[1])
+    if isinstance(base, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+        return base.in_channels, base.out_channels
+    if isinstance(base, nn.Embedding):
+        return base.num_embeddings, base.embedding_dim
+    if isinstance(base, nn.MultiheadAttention):
+        return base.embed_dim, 3 * base.embed_dim
+    warnings.warn(
+        f"Unsupported layer type '{type(base)}' encountered, proceed at your own risk.",
+        UserWarning,
+        stacklevel=5,
+    )
+    return getattr(base, "in_features", None), getattr(base, "out_features", None)
 
 
 class BaseTunerLayer:
@@ -193,3 +222,71 @@ class BaseTunerLayer:
     @staticmethod
     def _cast_input_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return x if x.dtype == dtype else x.to(dtype)
+
+    # -- merging (a method implements the two hooks) ----------------------------------------------
+    def _merged_params(
+        self, adapter_name: str, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The base (weight, bias) with `adapter_name` folded in; bias None when it does not change."""
+        raise NotImplementedError(f"{type(self).__name__} cannot merge its adapters into the base weights")
+
+    def _unmerged_params(
+        self, adapter_name: str, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The inverse of `_merged_params`: (weight, bias) with `adapter_name` taken out again."""
+        raise NotImplementedError(f"{type(self).__name__} cannot unmerge its adapters from the base weights")
+
+    def _holds(self, adapter_name: str) -> bool:
+        """Does this layer hold tensors of `adapter_name` (the layer may hold only some adapters)?"""
+        return any(
+            adapter_name in box
+            for box in (getattr(self, attr, None) for attr in self.adapter_layer_names)
+            if box is not None
+        )
+
+    def merge(self, safe_merge: bool = False, adapter_names: Sequence[str] | None = None) -> None:
+        """Fold adapters into the base weight (and bias) through `_merged_params`; idempotent.
+
+        Args:
+            safe_merge: compute the result first and refuse it (ValueError) if it is not finite.
+            adapter_names: the adapters to merge; default: the active ones.
+        """
+        base: Any = self.get_base_layer()
+        for name in self.adapters_to_merge(adapter_names):
+            if not self._holds(name):
+                continue
+            with torch.no_grad():
+                bias = base.bias.detach() if getattr(base, "bias", None) is not None else None
+                weight, new_bias = self._merged_params(name, base.weight.detach(), bias)
+                finite = torch.isfinite(weight).all() and (new_bias is None or torch.isfinite(new_bias).all())
+                if safe_merge and not finite:
+                    raise ValueError(
+                        f"NaNs detected in the merged weights. The adapter {name} seems to be broken: its weights "
+                        "are not finite; the base weights were left unchanged"
+                    )
+                base.weight.data.copy_(weight.to(base.weight.dtype))
+                if new_bias is not None:
+                    base.bias.data.copy_(new_bias.to(base.bias.dtype))
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        """Take every merged adapter back out of the base weight (and bias), newest first."""
+        base: Any = self.get_base_layer()
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            if not self._holds(name):
+                continue
+            with torch.no_grad():
+                bias = base.bias.detach() if getattr(base, "bias", None) is not None else None
+                weight, new_bias = self._unmerged_params(name, base.weight.detach(), bias)
+                base.weight.data.copy_(weight.to(base.weight.dtype))
+                if new_bias is not None:
+                    base.bias.data.copy_(new_bias.to(base.bias.dtype))
+
+    def _skip_adapters(self) -> bool:
+        """True when the base layer alone answers (adapters disabled; merged ones unmerged first)."""
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return True
+        return False

@@ -18,7 +18,7 @@ from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
 from peftcore.tuners.lora import LoraConfig, LoraLayer, LoraModel
 from peftcore.tuners.prompt import (
-    PromptEncoder,
+    BasePromptEncoder,
     PromptLearningConfig,
     extend_attention_mask,
     pad_labels,
@@ -121,7 +121,7 @@ def test_a_custom_layer_written_for_hf_peft_plugs_in() -> None:
 
 
 # -- prompt-learning base -------------------------------------------------------------------------
-class Tokens(PromptEncoder):
+class Tokens(BasePromptEncoder):
     """The simplest encoder: a table of virtual-token vectors (what prompt tuning will be)."""
 
     def __init__(self, config: PromptLearningConfig) -> None:
@@ -139,7 +139,7 @@ class _Config(PromptLearningConfig):
 def test_prompt_config_reads_dimensions_from_the_model_config() -> None:
     import transformers as tf
 
-    config = _Config(num_virtual_tokens=3)
+    config = _Config(num_virtual_tokens=3, task_type="SEQ_2_SEQ_LM")
     assert config.is_prompt_learning
     config.fill_from_model_config(tf.T5Config(d_model=16, num_layers=2, num_heads=4))
     assert (config.token_dim, config.num_layers, config.num_attention_heads) == (16, 2, 4)

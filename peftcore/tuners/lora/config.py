@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from torch import nn
 
 from peftcore.config import PeftConfig, PeftType
+from peftcore.tuners.config_checks import as_name_set, check_layer_selection, pattern_value
+from peftcore.tuners.lora.svd_init import check_init_name
 
 # HF PEFT LoRA fields peftcore does not implement, with the value meaning "feature off". A file
 # that turns one of them on is refused (see PeftConfig.from_dict).
@@ -43,8 +44,8 @@ _INERT = (
     "buffer_size",
 )
 
-InitLora = bool | Literal["gaussian", "orthogonal"]
-_INITS: tuple[Any, ...] = (True, False, "gaussian", "orthogonal")
+InitLora = bool | str  # True, False, "gaussian", "orthogonal", "pissa", "pissa_niter_<k>", "olora"
+_INITS: tuple[Any, ...] = (True, False, "gaussian", "orthogonal", "olora")
 
 
 @dataclass
@@ -63,7 +64,9 @@ class LoraConfig(PeftConfig):
         use_rslora: rank-stabilised scaling `lora_alpha / sqrt(r)`.
         modules_to_save: extra modules trained in full and saved (e.g. a new head).
         init_lora_weights: True (A kaiming-uniform, B zero), "gaussian" (A ~ N(0, 1/r)), "orthogonal"
-            (A, B non-zero with B A = 0; even r), or False (random B too: not the identity at init).
+            (A, B non-zero with B A = 0; even r), "pissa" / "pissa_niter_<k>" / "olora" (A, B from the
+            base weight's SVD / QR, the base keeps the residual: see `svd_init.py`), or False (random B
+            too: not the identity at init).
         layers_to_transform: only adapt these layer indices.
         layers_pattern: the name of the layer list (e.g. "layers", "h") used with layers_to_transform.
         rank_pattern: per-module rank overrides, keyed by name or regex.
@@ -120,13 +123,15 @@ class LoraConfig(PeftConfig):
         if self.bias not in ("none", "all", "lora_only"):
             raise ValueError(f"bias={self.bias!r} must be one of 'none', 'all', 'lora_only'")
         init = self.init_lora_weights
-        if not (isinstance(init, bool) or (isinstance(init, str) and init in _INITS)):
+        if isinstance(init, str) and init.startswith("pissa"):
+            check_init_name(init)
+        elif not (isinstance(init, bool) or (isinstance(init, str) and init in _INITS)):
             raise ValueError(
                 f"init_lora_weights={self.init_lora_weights!r} is not supported; "
-                "use True (default), 'gaussian', 'orthogonal' or False"
+                "use True (default), 'gaussian', 'orthogonal', 'pissa', 'pissa_niter_<k>', 'olora' or False"
             )
-        self.target_modules = _as_name_set(self.target_modules, "target_modules")
-        self.exclude_modules = _as_name_set(self.exclude_modules, "exclude_modules")
+        self.target_modules = as_name_set(self.target_modules, "target_modules")
+        self.exclude_modules = as_name_set(self.exclude_modules, "exclude_modules")
         if self.target_parameters is not None:
             if not isinstance(self.target_parameters, list | tuple) or not all(
                 isinstance(p, str) for p in self.target_parameters
@@ -143,7 +148,7 @@ class LoraConfig(PeftConfig):
                     f"e.g. [{self.modules_to_save!r}]"
                 )
             self.modules_to_save = list(self.modules_to_save)
-        self._check_layer_selection()
+        check_layer_selection(self)
         for name, value in self.rank_pattern.items():
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"rank_pattern[{name!r}]={value!r} must be a positive integer")
@@ -160,24 +165,6 @@ class LoraConfig(PeftConfig):
                     "use init_lora_weights=True or False"
                 )
 
-    def _check_layer_selection(self) -> None:
-        if isinstance(self.target_modules, str):
-            if self.layers_to_transform is not None:
-                raise ValueError(
-                    "`layers_to_transform` cannot be used when `target_modules` is a str. Encode the layer indices "
-                    "in the regex instead"
-                )
-            if self.layers_pattern is not None:
-                raise ValueError(
-                    "`layers_pattern` cannot be used when `target_modules` is a str. Encode the layer names in the "
-                    "regex instead"
-                )
-        if self.layers_pattern and self.layers_to_transform is None:
-            raise ValueError(
-                "When `layers_pattern` is specified, `layers_to_transform` must also be specified: "
-                f"layers_pattern={self.layers_pattern!r} needs the indices to adapt"
-            )
-
     def _register_custom_module(self, mapping: dict[type[nn.Module], type[nn.Module]]) -> None:
         """Use the given LoRA layer classes for the given module types (experimental, as in HF PEFT)."""
         if self._custom_modules is None:
@@ -186,27 +173,9 @@ class LoraConfig(PeftConfig):
 
     def rank_and_alpha(self, module_name: str) -> tuple[int, float]:
         """The rank and alpha for one module after `rank_pattern` / `alpha_pattern` overrides."""
-        r = _pattern_value(self.rank_pattern, module_name, self.r)
-        alpha = _pattern_value(self.alpha_pattern, module_name, self.lora_alpha)
+        r = pattern_value(self.rank_pattern, module_name, self.r)
+        alpha = pattern_value(self.alpha_pattern, module_name, self.lora_alpha)
         return int(r), float(alpha)
 
     def scaling_for(self, r: int, alpha: float) -> float:
         return alpha / math.sqrt(r) if self.use_rslora else alpha / r
-
-
-def _as_name_set(value: Any, name: str) -> set[str] | str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list | tuple | set | frozenset):
-        bad = [v for v in value if not isinstance(v, str)]
-        if bad:
-            raise TypeError(f"{name} entries must be module-name strings, got {bad!r}")
-        return set(value)
-    raise TypeError(f"{name}={value!r} must be a list of module names, a regex string, or None")
-
-
-def _pattern_value(patterns: dict[str, Any], module_name: str, default: Any) -> Any:
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", module_name):
-            return value
-    return default

@@ -28,38 +28,12 @@ from typing import Any, cast
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from peftcore.errors import PeftWarning
-from peftcore.tuners.base_layer import BaseTunerLayer
+from peftcore.tuners.base_layer import BaseTunerLayer, adapter_dtype_for, features_of
 from peftcore.tuners.lora import dora
 from peftcore.tuners.lora.config import LoraConfig
-
-
-def adapter_dtype_for(base_weight: torch.Tensor, autocast_adapter_dtype: bool = True) -> torch.dtype:
-    """fp32 adapters on a half-precision base (when autocasting); otherwise the base's own float dtype."""
-    if base_weight.dtype in (torch.float16, torch.bfloat16) and autocast_adapter_dtype:
-        return torch.float32
-    return base_weight.dtype if base_weight.is_floating_point() else torch.float32
-
-
-def _features_of(base: nn.Module) -> tuple[int | None, int | None]:
-    if isinstance(base, nn.Linear):
-        return base.in_features, base.out_features
-    if isinstance(base, Conv1D):
-        return int(base.weight.shape[0]), int(base.weight.shape[1])
-    if isinstance(base, nn.Conv1d | nn.Conv2d | nn.Conv3d):
-        return base.in_channels, base.out_channels
-    if isinstance(base, nn.Embedding):
-        return base.num_embeddings, base.embedding_dim
-    if isinstance(base, nn.MultiheadAttention):
-        return base.embed_dim, 3 * base.embed_dim
-    warnings.warn(
-        f"Unsupported layer type '{type(base)}' encountered, proceed at your own risk.",
-        UserWarning,
-        stacklevel=5,
-    )
-    return getattr(base, "in_features", None), getattr(base, "out_features", None)
+from peftcore.tuners.lora.svd_init import is_weight_moving_init, principal_factors
 
 
 class LoraLayer(BaseTunerLayer):
@@ -101,7 +75,7 @@ class LoraLayer(BaseTunerLayer):
         self.in_features: Any = None
         self.out_features: Any = None
         if self.infer_features:
-            self.in_features, self.out_features = _features_of(self.get_base_layer())
+            self.in_features, self.out_features = features_of(self.get_base_layer())
 
     # -- to implement per layer type --------------------------------------------------------------
     def _check_update(self, adapter_name: str, r: int, config: LoraConfig) -> None:
@@ -180,7 +154,9 @@ class LoraLayer(BaseTunerLayer):
         a: Any = self.lora_A[adapter_name]
         b: Any = self.lora_B[adapter_name]
         with torch.no_grad():
-            if init_lora_weights == "orthogonal":
+            if is_weight_moving_init(init_lora_weights):
+                self._move_principal_part(adapter_name, str(init_lora_weights))
+            elif init_lora_weights == "orthogonal":
                 _orthogonal_pair(a.weight, b.weight)
             else:
                 if init_lora_weights == "gaussian":
@@ -190,6 +166,25 @@ class LoraLayer(BaseTunerLayer):
                 nn.init.zeros_(b.weight)
             if b.bias is not None:
                 nn.init.zeros_(b.bias)
+
+    def _move_principal_part(self, adapter_name: str, init: str) -> None:
+        """PiSSA / OLoRA (`svd_init.py`): A and B from the base weight, which keeps the residual."""
+        base: Any = self.get_base_layer()
+        weight = base.weight
+        if weight.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise TypeError(
+                f"Please initialize {init} under float32, float16, or bfloat16 (the weight is {weight.dtype}); "
+                "subsequently re-quantize the residual model"
+            )
+        transposed = bool(getattr(self, "fan_in_fan_out", False))
+        w = weight.t() if transposed else weight
+        a, b, residual = principal_factors(w, self.r[adapter_name], float(self.scaling[adapter_name]), init)
+        lora_a: Any = self.lora_A[adapter_name]
+        lora_b: Any = self.lora_B[adapter_name]
+        lora_a.weight.data = a.to(lora_a.weight.dtype)
+        lora_b.weight.data = b.to(lora_b.weight.dtype)
+        residual = residual.t() if transposed else residual
+        weight.data = residual.to(weight.dtype).contiguous()
 
     def _init_dora(self, adapter_name: str, tensor_kwargs: dict[str, Any]) -> None:
         if tensor_kwargs["device"].type == "meta":
@@ -358,14 +353,6 @@ class LoraLayer(BaseTunerLayer):
             update = self._lora_output(name, x[rows])
             result[rows] = result[rows] + update.to(result.dtype)
         return result
-
-    def _skip_adapters(self) -> bool:
-        """True when the base layer alone answers (adapters disabled; merged ones unmerged first)."""
-        if self.disable_adapters:
-            if self.merged:
-                self.unmerge()
-            return True
-        return False
 
     def extra_repr(self) -> str:
         parts = [f"in_features={self.in_features}, out_features={self.out_features}"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 from typing import Any, ClassVar, cast
 
-import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -18,7 +17,7 @@ from peftcore.config import PeftConfig
 from peftcore.constants import LORA_DEFAULT_TARGETS
 from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
-from peftcore.tuners.lora import bnb, tying, weighted
+from peftcore.tuners.lora import bnb, conversion, tying, weighted
 from peftcore.tuners.lora import param as param_lora
 from peftcore.tuners.lora.config import LoraConfig
 from peftcore.tuners.lora.conv import Conv1d, Conv2d, Conv3d
@@ -26,6 +25,7 @@ from peftcore.tuners.lora.embedding import Embedding
 from peftcore.tuners.lora.layer import LoraLayer
 from peftcore.tuners.lora.linear import Linear
 from peftcore.tuners.lora.mha import MultiheadAttention
+from peftcore.tuners.lora.svd_init import is_weight_moving_init
 
 # HF PEFT's name for the default-targets table; the same dict object as in constants.
 TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING = LORA_DEFAULT_TARGETS
@@ -65,10 +65,13 @@ def lora_layer_class(config: LoraConfig, module: nn.Module) -> type[nn.Module] |
 class LoraModel(BaseTuner):
     """The LoRA tuner: `self.model` is the transformers model with LoRA layers swapped in."""
 
+    convert_for_initial_model = staticmethod(conversion.convert_for_initial_model)
+
     prefix: ClassVar[str] = "lora_"
     layer_cls: ClassVar[type[BaseTunerLayer]] = LoraLayer
     default_target_modules: ClassVar[dict[str, Any]] = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
     method_name: ClassVar[str] = "LoRA"
+    supports_mixed_batch: ClassVar[bool] = True
 
     # -- which layer, and can it take this adapter ------------------------------------------------
     def _check_target_module(
@@ -110,6 +113,11 @@ class LoraModel(BaseTuner):
             )
         if isinstance(base, nn.MultiheadAttention):
             MultiheadAttention.check_supported(base, config)
+        if is_weight_moving_init(config.init_lora_weights) and not isinstance(base, nn.Linear | Conv1D):
+            raise ValueError(
+                f"init_lora_weights={config.init_lora_weights!r} works on Linear / Conv1D layers only, but {name!r} "
+                f"is a {type(base).__name__}; exclude it (exclude_modules) or use init_lora_weights=True"
+            )
 
     def _create_and_replace(
         self,
@@ -228,18 +236,3 @@ class LoraModel(BaseTuner):
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
-
-    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
-        """Float32 adapter weights for `adapter_name` on a half-precision base (no-op when not autocasting)."""
-        if not autocast_adapter_dtype:
-            return
-        for _, layer in self.tuner_layers():
-            for attr in layer.adapter_layer_names:
-                box = getattr(layer, attr, None)
-                if box is None or adapter_name not in box:
-                    continue
-                entry = box[adapter_name]
-                params = [entry] if isinstance(entry, nn.Parameter) else list(entry.parameters())
-                for p in params:
-                    if p.dtype in (torch.float16, torch.bfloat16):
-                        p.data = p.data.float()
