@@ -41,3 +41,20 @@ def test_bench_quick_tiny_prints_ratios() -> None:
     else:
         assert re.search(rf"ratio peftcore/peft\s+{RATIO}", out), out
         assert re.search(r"memory peftcore/peft peak\s+= \d+\.\d{3}x", out), out
+
+
+@pytest.mark.slow
+def test_qlora_bench_quick_tiny_prints_ratios_and_memory() -> None:
+    pytest.importorskip("bitsandbytes")
+    pytest.importorskip("peft")
+    bench = BENCH.parent / "qlora_step.py"
+    cmd = [sys.executable, str(bench), "--quick", "--tiny", "--configs", "qv-r8", "--warmup", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert re.search(rf"ratio peftcore/peftcore-b\s+{RATIO}", out), out
+    assert re.search(rf"ratio peftcore/peft\s+{RATIO}", out), out
+    assert re.search(rf"memory QLoRA / fp32 LoRA\s+{RATIO}", out), out
+    # Same 4-bit base, same adapter init: both libraries start from the same loss.
+    losses = re.findall(r"^\s+(peftcore|peftcore-b|peft)\s+(\d+\.\d{6})", out, flags=re.M)
+    assert len({value for _, value in losses}) == 1, losses
