@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from peftcore.constants import CONFIG_NAME, PEFT_FORMAT_VERSION
-from peftcore.io import atomic_write_text, resolve_file
+from peftcore.io import atomic_write_text, download_kwargs, resolve_file
 
 # The Hugging Face PEFT version whose file format peftcore writes; stored as `peft_version` so that
 # readers which switch behaviour on that field (HF PEFT does for some methods) read our files right.
@@ -238,12 +238,24 @@ class PeftConfig:
         token: str | None = None,
         **kwargs: Any,
     ) -> PeftConfig:
-        """Load a config from a directory or a Hub repo id; `kwargs` override loaded fields."""
+        """Load a config from a directory or a Hub repo id. `kwargs`: arguments of
+        `huggingface_hub.hf_hub_download` (cache_dir, local_files_only, ...), the rest override loaded
+        fields (an unknown field is a TypeError naming the configs that have it)."""
+        overrides = dict(kwargs)
+        download = download_kwargs(overrides)
+        overrides.pop("use_auth_token", None)  # the old name of token, accepted and not used
         path = resolve_file(
-            pretrained_model_name_or_path, CONFIG_NAME, subfolder=subfolder, revision=revision, token=token
+            pretrained_model_name_or_path,
+            CONFIG_NAME,
+            subfolder=subfolder,
+            revision=revision,
+            token=token,
+            **download,
         )
         data = cls.from_json_file(path)
-        data.update({k: v for k, v in kwargs.items() if k not in _HUB_KWARGS})
+        if overrides:  # the caller's own arguments: an unknown one is an error, not a newer file's field
+            _check_known_fields(type(cls.from_dict(dict(data))), overrides)
+        data.update(overrides)
         return cls.from_dict(data)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -91,6 +92,18 @@ def load_safetensors(path: str, device: str | torch.device = "cpu") -> dict[str,
         ) from None
 
 
+def download_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `kwargs` that `huggingface_hub.hf_hub_download` takes (besides repo, file,
+    subfolder, revision and token), popped from `kwargs`."""
+    import inspect
+
+    from huggingface_hub import hf_hub_download
+
+    own = {"repo_id", "filename", "subfolder", "revision", "token"}
+    known = set(inspect.signature(hf_hub_download).parameters) - own
+    return {key: kwargs.pop(key) for key in list(kwargs) if key in known}
+
+
 def resolve_file(
     path_or_repo: str | os.PathLike[str],
     filename: str,
@@ -98,10 +111,12 @@ def resolve_file(
     revision: str | None = None,
     token: str | None = None,
     required: bool = True,
+    **download: Any,
 ) -> str:
     """Return a local path to `filename` from a directory or a Hugging Face Hub repo id.
 
-    Returns "" when the file does not exist and `required` is false.
+    Returns "" when the file does not exist and `required` is false. `download`: more arguments of
+    `huggingface_hub.hf_hub_download` (cache_dir, force_download, local_files_only, ...).
     """
     base = os.fspath(path_or_repo)
     local_dir = os.path.join(base, subfolder) if subfolder else base
@@ -120,7 +135,9 @@ def resolve_file(
     from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
     try:
-        return hf_hub_download(base, filename, subfolder=subfolder, revision=revision, token=token)
+        return hf_hub_download(
+            base, filename, subfolder=subfolder, revision=revision, token=token, **download
+        )
     except RemoteEntryNotFoundError:
         # The Hub answered: this revision has no such file.
         if not required:

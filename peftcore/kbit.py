@@ -56,7 +56,8 @@ def prepare_model_for_kbit_training(
             else:
                 embeddings: Any = model.get_input_embeddings()  # type: ignore[operator]
                 embeddings.register_forward_hook(lambda _m, _i, out: out.requires_grad_(True))
-        enable_checkpointing = getattr(model, "gradient_checkpointing_enable", None)
-        if callable(enable_checkpointing):
-            enable_checkpointing(gradient_checkpointing_kwargs=kwargs)
+        if callable(getattr(model, "activation_checkpointing_enable", None)):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)  # type: ignore[operator]
+        elif callable(getattr(model, "gradient_checkpointing_enable", None)):  # transformers 5.0
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)  # type: ignore[operator]
     return model

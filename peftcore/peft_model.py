@@ -5,10 +5,11 @@ Structure (and so every state_dict key) matches HF PEFT: `PeftModel.base_model` 
 Attributes the PeftModel lacks are looked up on the tuner, then on the transformers model
 (`peft_model.config`, `peft_model.lin0`, ...).
 
-`state_dict()` returns the adapter state only (every adapter's tensors, trainable biases and
-modules_to_save copies, under in-memory names). Tools that checkpoint through `state_dict()` — the
-transformers `Trainer`, Accelerate's `save_state` — so write adapter-only checkpoints and load them
-back with `load_state_dict`; the frozen base is never duplicated on disk.
+`state_dict()` is nn.Module's: the whole model, gathered through every submodule (so FSDP's and
+DeepSpeed's state-dict hooks run, and `torch.save(model.state_dict())` holds the base too), as in HF
+PEFT. `adapter_state_dict()` picks the adapter entries (every adapter's tensors, trainable biases,
+modules_to_save copies, under in-memory names); `load_state_dict` takes either. The transformers
+`Trainer` writes adapter-only checkpoints with `peftcore.trainer.AdapterTrainer` (or its mixin).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -28,12 +29,27 @@ from peftcore import persistence, prompt_forward
 from peftcore.auxiliary import AuxiliaryTrainingWrapper
 from peftcore.config import PeftConfig
 from peftcore.hub import push_folder_to_hub
+from peftcore.io import download_kwargs
 from peftcore.mapping import method_for
 from peftcore.persistence import validate_adapter_name
 from peftcore.prompt_learning import PromptLearningTuner
 from peftcore.serialization import load_peft_weights
 from peftcore.tuners.base import BaseTuner
 from peftcore.tuners.base_layer import BaseTunerLayer
+
+
+def _split_load_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pop from `kwargs` the Hub arguments (subfolder, revision, token and those of hf_hub_download) and
+    the loading options (torch_device, ignore_mismatched_sizes, use_safetensors); what is left are
+    config overrides."""
+    hub: dict[str, Any] = {k: kwargs.pop(k) for k in ("subfolder", "revision", "token") if k in kwargs}
+    hub.update(download_kwargs(kwargs))
+    load = {
+        "torch_device": kwargs.pop("torch_device", None),
+        "ignore_mismatched_sizes": kwargs.pop("ignore_mismatched_sizes", False),
+        "use_safetensors": kwargs.pop("use_safetensors", None),
+    }
+    return hub, load
 
 
 class PeftModel(nn.Module):
@@ -228,12 +244,19 @@ class PeftModel(nn.Module):
                 stacklevel=3,
             )
         was_disabled = states == {True}
+        # A disabled merged layer unmerges at its next forward; whatever was merged is merged again on
+        # the way out, in the same order, so the block leaves the model as it found it.
+        merged = {id(layer): list(layer.merged_adapters) for _, layer in self._tuner.tuner_layers()}
         self._tuner.disable_adapter_layers()
         try:
             yield
         finally:
             if not was_disabled:
                 self._tuner.enable_adapter_layers()
+                for _, layer in self._tuner.tuner_layers():
+                    wanted = merged.get(id(layer))
+                    if wanted and not layer.merged:
+                        cast(Any, layer).merge(adapter_names=wanted)
 
     def enable_adapter_layers(self) -> None:
         self._tuner.enable_adapter_layers()
@@ -268,13 +291,22 @@ class PeftModel(nn.Module):
                 "prefix tuning does not work with gradient checkpointing: the checkpointed layers are recomputed "
                 "without the prefix cache. Train without gradient checkpointing, or use prompt tuning"
             )
-        base.activation_checkpointing_enable(*args, **kwargs)  # type: ignore[operator]
+        if hasattr(base, "activation_checkpointing_enable"):
+            base.activation_checkpointing_enable(*args, **kwargs)  # type: ignore[operator]
+        else:  # transformers before the rename (5.0 has only gradient_checkpointing_enable)
+            old_kwargs = kwargs.pop("activation_checkpointing_kwargs", None)
+            if args:
+                old_kwargs = args[0]
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=old_kwargs)  # type: ignore[operator]
         if not getattr(base, "_require_grads_hooks", None):  # transformers may have added them already
             self.enable_input_require_grads()
 
     def activation_checkpointing_disable(self) -> None:
-        base = self.get_base_model()
-        base.activation_checkpointing_disable()  # type: ignore[operator]
+        base: Any = self.get_base_model()
+        disable = (
+            getattr(base, "activation_checkpointing_disable", None) or base.gradient_checkpointing_disable
+        )
+        disable()
         if getattr(base, "_require_grads_hooks", None):
             base.disable_input_require_grads()  # type: ignore[operator]
 
@@ -285,16 +317,15 @@ class PeftModel(nn.Module):
             activation_checkpointing_kwargs=gradient_checkpointing_kwargs, **kw
         )
 
-    def state_dict(
-        self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False
-    ) -> Any:  # type: ignore[override]
-        """The adapter state only (all adapters), under in-memory keys. See the module docstring."""
-        out: Any = OrderedDict() if destination is None else destination
-        params = dict(self.named_parameters(remove_duplicate=False))
-        for key in persistence.adapter_state_keys(self):
-            tensor = params[key]
-            out[prefix + key] = tensor if keep_vars else tensor.detach()
-        return out
+    def adapter_state_dict(self, state_dict: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The adapter entries (all adapters) of `state_dict` — by default this model's own, gathered
+        through its modules' hooks (under FSDP, pass the full state dict the framework gathered)."""
+        full = self.state_dict() if state_dict is None else state_dict
+        keys = persistence.adapter_state_keys(self)
+        missing = [k for k in keys if k not in full]
+        if missing:
+            raise KeyError(f"the state dict lacks adapter entries {missing[:5]}: is it this model's?")
+        return OrderedDict((k, full[k]) for k in keys)
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
@@ -317,6 +348,8 @@ class PeftModel(nn.Module):
         selected_adapters: list[str] | None = None,
         save_embedding_layers: bool | Literal["auto"] = "auto",
         is_main_process: bool = True,
+        path_initial_model_for_weight_conversion: str | os.PathLike[str] | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> None:
         """Write each adapter's `adapter_config.json`, `adapter_model.safetensors` and a model card.
@@ -325,8 +358,15 @@ class PeftModel(nn.Module):
         is written to a temp file and renamed, so a failure leaves the previous adapter intact.
         `save_embedding_layers` also stores the full embedding weights (see get_peft_model_state_dict).
         `path_initial_model_for_weight_conversion=<dir of the adapter saved right after get_peft_model>`
-        writes a PiSSA / OLoRA adapter as a plain LoRA for the unmodified base model.
+        writes a PiSSA / OLoRA adapter as a plain LoRA for the unmodified base model. `state_dict`
+        (in-memory keys) supplies the tensors, e.g. the full state dict FSDP gathered for rank 0.
         """
+        if kwargs:
+            raise TypeError(
+                f"save_pretrained() got unexpected keyword arguments {sorted(kwargs)}; it takes safe_serialization, "
+                "selected_adapters, save_embedding_layers, is_main_process and "
+                "path_initial_model_for_weight_conversion, state_dict (push_to_hub uploads)"
+            )
         persistence.save_adapters(
             self,
             save_directory,
@@ -334,7 +374,8 @@ class PeftModel(nn.Module):
             save_embedding_layers,
             is_main_process,
             safe_serialization,
-            path_initial_model_for_weight_conversion=kwargs.get("path_initial_model_for_weight_conversion"),
+            path_initial_model_for_weight_conversion=path_initial_model_for_weight_conversion,
+            state_dict=state_dict,
         )
 
     def push_to_hub(
@@ -385,10 +426,17 @@ class PeftModel(nn.Module):
         from peftcore.mapping import peft_class_for_task
 
         validate_adapter_name(adapter_name)
-        hub = {k: kwargs.get(k) for k in ("subfolder", "revision", "token")}
+        hub, load = _split_load_kwargs(kwargs)
         if config is None:
-            config = PeftConfig.from_pretrained(model_id, **hub)
-        weights = load_peft_weights(model_id, device=kwargs.get("torch_device"), **hub)
+            config = PeftConfig.from_pretrained(model_id, **hub, **kwargs)  # the rest: config overrides
+        elif kwargs:
+            raise TypeError(
+                f"from_pretrained() got unexpected keyword arguments {sorted(kwargs)}; with config= given there "
+                "is no saved config for them to override"
+            )
+        weights = load_peft_weights(
+            model_id, device=load["torch_device"], use_safetensors=load["use_safetensors"], **hub
+        )
         config.inference_mode = not is_trainable
         if config.is_prompt_learning and is_trainable:
             raise ValueError(
@@ -401,9 +449,7 @@ class PeftModel(nn.Module):
         requires_grad = [(p, p.requires_grad) for p in model.parameters()]
         peft_model = target(model, config, adapter_name, autocast_adapter_dtype, low_cpu_mem_usage)
         try:
-            peft_model._load_weights(
-                weights, adapter_name, key_mapping, kwargs.get("ignore_mismatched_sizes", False)
-            )
+            peft_model._load_weights(weights, adapter_name, key_mapping, load["ignore_mismatched_sizes"])
         except Exception:
             peft_model._tuner.unload()
             for param, flag in requires_grad:
@@ -430,9 +476,14 @@ class PeftModel(nn.Module):
         Returns the (missing, unexpected) keys of the load, like `nn.Module.load_state_dict`.
         """
         validate_adapter_name(adapter_name)
-        hub = {k: kwargs.get(k) for k in ("subfolder", "revision", "token")}
-        config = PeftConfig.from_pretrained(model_id, **hub)
-        weights = load_peft_weights(model_id, device=torch_device, **hub)
+        hub, load = _split_load_kwargs(kwargs)
+        config = PeftConfig.from_pretrained(model_id, **hub, **kwargs)  # the rest: config overrides
+        weights = load_peft_weights(
+            model_id,
+            device=torch_device or load["torch_device"],
+            use_safetensors=load["use_safetensors"],
+            **hub,
+        )
         created = adapter_name not in self.peft_config
         if created and config.is_prompt_learning and is_trainable:
             raise ValueError(
@@ -448,9 +499,7 @@ class PeftModel(nn.Module):
                 autocast_adapter_dtype=autocast_adapter_dtype,
             )
         try:
-            result = self._load_weights(
-                weights, adapter_name, key_mapping, kwargs.get("ignore_mismatched_sizes", False)
-            )
+            result = self._load_weights(weights, adapter_name, key_mapping, load["ignore_mismatched_sizes"])
         except Exception:
             if created:
                 self.delete_adapter(adapter_name)

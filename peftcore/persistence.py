@@ -71,8 +71,12 @@ def save_adapters(
     is_main_process: bool = True,
     safe_serialization: bool = True,
     path_initial_model_for_weight_conversion: str | os.PathLike[str] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write each adapter's `adapter_config.json`, `adapter_model.safetensors` and model card.
+
+    `state_dict` (in-memory keys): take the tensors from it instead of the parameters — under FSDP the
+    full state dict gathered for rank 0, where rank 0's own parameters are only shards.
 
     "default" goes to `save_directory/`, any other adapter to `save_directory/<name>/`. Weights and
     config are written to temp files and renamed together, so a failure leaves the previous pair intact.
@@ -100,8 +104,13 @@ def save_adapters(
         out_dir = directory if name == "default" else os.path.join(directory, name)
         os.makedirs(out_dir, exist_ok=True)
         tensors = get_peft_model_state_dict(
-            model, adapter_name=name, save_embedding_layers=save_embedding_layers
+            model, state_dict=state_dict, adapter_name=name, save_embedding_layers=save_embedding_layers
         )
+        if state_dict is not None:
+            expected = get_peft_model_state_dict(model, adapter_name=name, save_embedding_layers=False)
+            missing = sorted(set(expected) - set(tensors))
+            if missing:
+                raise KeyError(f"state_dict lacks tensors of adapter {name!r}: {missing[:5]}")
         config = copy.deepcopy(model.peft_config[name])
         if name in converters:
             config, tensors = converters[name](

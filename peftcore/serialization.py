@@ -33,7 +33,7 @@ from torch.nn.modules.module import _IncompatibleKeys
 from peftcore.auxiliary import AuxiliaryTrainingWrapper
 from peftcore.constants import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
 from peftcore.errors import AdapterSizeMismatchError
-from peftcore.io import load_safetensors, resolve_file
+from peftcore.io import download_kwargs, load_safetensors, resolve_file
 from peftcore.tuners.base_layer import BaseTunerLayer
 
 # The one tensor a prompt-learning adapter stores: its encoder's output for every virtual token.
@@ -333,10 +333,20 @@ def load_peft_weights(
     A legacy `adapter_model.bin` is read with `torch.load(weights_only=True)` only.
     """
     device = device or "cpu"
-    path = resolve_file(model_id, SAFETENSORS_WEIGHTS_NAME, subfolder, revision, token, required=False)
-    if path:
-        return load_safetensors(path, device)
-    path = resolve_file(model_id, WEIGHTS_NAME, subfolder, revision, token, required=False)
+    use_safetensors = hf_hub_download_kwargs.pop("use_safetensors", None)
+    download = download_kwargs(hf_hub_download_kwargs)
+    if hf_hub_download_kwargs:
+        raise TypeError(
+            f"load_peft_weights() got unexpected keyword arguments {sorted(hf_hub_download_kwargs)}; it takes "
+            "device, subfolder, revision, token, use_safetensors and the arguments of huggingface_hub.hf_hub_download"
+        )
+    if use_safetensors is not False:
+        path = resolve_file(
+            model_id, SAFETENSORS_WEIGHTS_NAME, subfolder, revision, token, required=False, **download
+        )
+        if path:
+            return load_safetensors(path, device)
+    path = resolve_file(model_id, WEIGHTS_NAME, subfolder, revision, token, required=False, **download)
     if not path:
         raise FileNotFoundError(
             f"no {SAFETENSORS_WEIGHTS_NAME} (or legacy {WEIGHTS_NAME}) found in {os.fspath(model_id)!r}"

@@ -78,11 +78,32 @@ def check_config(params: FinetuneParams) -> None:
         )
     if kind == "MULTI_GPU" and t.num_processes < 2:
         raise ValueError(f"{where} is multi-process: set train.num_processes >= 2 (got {t.num_processes})")
-    if kind == "FSDP" or (kind == "DEEPSPEED" and _zero_stage(config) == 3):
-        # The train step saves the adapter from rank 0's parameters; sharded ones would be a shard.
+    if kind == "FSDP":
+        if config.use_cpu:
+            # accelerate turns FSDP on for GPU-like devices only: on CPU its processes would train as
+            # plain data parallel (MULTI_CPU) while the run claims FSDP. Checked on accelerate 1.15.
+            raise ValueError(
+                f"{where}: accelerate runs FSDP on GPUs only; with use_cpu it would silently train data "
+                "parallel instead. Use infra/accelerate/cpu-gloo.yaml for CPU processes"
+            )
+        fsdp = config.fsdp_config or {}
+        version = int(fsdp.get("fsdp_version", 1))
+        if version == 1 and not fsdp.get("fsdp_use_orig_params", False):
+            raise ValueError(
+                f"{where}: FSDP1 flattens frozen base weights and trainable LoRA weights into one parameter; "
+                "set fsdp_config.fsdp_version: 2 (as infra/accelerate/fsdp.yaml), or fsdp_use_orig_params: true"
+            )
+        if "FULL_STATE_DICT" not in str(fsdp.get("fsdp_state_dict_type", "FULL_STATE_DICT")):
+            raise ValueError(
+                f"{where}: the adapter is saved from the full state dict gathered on rank 0; set "
+                "fsdp_config.fsdp_state_dict_type: FULL_STATE_DICT"
+            )
+    if kind == "DEEPSPEED" and _zero_stage(config) == 3:
+        # ZeRO-3 partitions parameters behind DeepSpeed's own gather API, which the adapter save does not
+        # call (and DeepSpeed is not installed where this is tested); FSDP2 is the sharded path here.
         raise ValueError(
-            f"{where} shards the parameters (FSDP / ZeRO-3), which the adapter save does not gather yet; "
-            "use infra/accelerate/ddp.yaml or deepspeed-zero2.yaml"
+            f"{where} uses DeepSpeed ZeRO-3, whose partitioned parameters the adapter save does not gather; "
+            "use infra/accelerate/fsdp.yaml (FSDP2) to shard, or deepspeed-zero2.yaml"
         )
     if kind == "DEEPSPEED":
         import importlib.util

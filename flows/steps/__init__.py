@@ -58,6 +58,8 @@ class TrainResult:
     device: str
     log_history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: str | None = None
+    # accelerate's distributed type of the training: NO (one process), MULTI_GPU (DDP), FSDP, DEEPSPEED
+    strategy: str = "NO"
 
 
 @dataclass

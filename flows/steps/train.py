@@ -1,6 +1,6 @@
 """Train step: the transformers `Trainer` on a peftcore model, CPU or GPU, resumable.
 
-- Checkpoints are adapter-only (`PeftModel.state_dict()` is the adapter state) and live in
+- Checkpoints are adapter-only (the trainers mix in peftcore's AdapterCheckpointsMixin) and live in
   `<run_dir>/checkpoints/`; rerunning the same run directory resumes from the newest one.
 - After a successful run the final adapter is saved to `<run_dir>/adapter/` (HF PEFT format, with the
   base model's Hub id as `base_model_name_or_path`; a local base without `model.hub_id` is recorded
@@ -35,6 +35,7 @@ from transformers import Trainer, TrainerCallback
 from flows.params import FinetuneParams
 from flows.steps import TokenizedData, TrainResult
 from flows.steps.trainer import TokenMeanTrainer, check_packing, data_collator
+from peftcore.trainer import AdapterTrainer
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -177,7 +178,7 @@ def train(
     if task in ("causal_lm", "seq2seq_lm"):
         trainer: Trainer = TokenMeanTrainer(**common, causal=task == "causal_lm")
     else:
-        trainer = Trainer(**common)
+        trainer = AdapterTrainer(**common)
         # The Trainer guesses from `forward(**kwargs)` that the model normalises its loss by the
         # `num_items_in_batch` it passes, and then skips the division by the accumulation steps and
         # multiplies the loss by the number of processes. Classification heads ignore that argument
@@ -190,9 +191,12 @@ def train(
     output = trainer.train(resume_from_checkpoint=resume)
     runtime = time.perf_counter() - start
 
+    # Under FSDP each rank holds shards: gather the full state dict (a collective, so every rank calls
+    # it; rank 0 gets the tensors) and save the adapter from it.
+    gathered = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
     if trainer.is_world_process_zero():
         model.peft_config["default"].base_model_name_or_path = base_model_hub_id(params.model)
-        model.save_pretrained(adapter_dir)
+        model.save_pretrained(adapter_dir, state_dict=gathered)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     # Every rank returns only once the adapter is on disk (a no-op in a single process).
     trainer.accelerator.wait_for_everyone()
@@ -207,6 +211,9 @@ def train(
         device=device,
         log_history=list(trainer.state.log_history),
         resumed_from=resume,
+        strategy=str(
+            getattr(trainer.accelerator.distributed_type, "value", trainer.accelerator.distributed_type)
+        ),
     )
 
 

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from peftcore.trainer import AdapterCheckpointsMixin
+
 IGNORE = -100
 
 
@@ -143,7 +145,7 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, shift: bool) -> t
     )
 
 
-class TokenMeanTrainer(Trainer):
+class TokenMeanTrainer(AdapterCheckpointsMixin, Trainer):
     """A `Trainer` whose generative loss is the mean over the target tokens of each optimizer step."""
 
     # compute_loss below divides by the step's token count: no further division by accumulation steps.

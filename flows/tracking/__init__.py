@@ -236,6 +236,7 @@ class RunTracker:
         checksum = file_sha256(weights)
         self.set_tag("adapter.sha256", checksum)
         self.set_tag("device", result.device)
+        self.set_tag("train.strategy", result.strategy)
         if result.resumed_from:  # a rerun of an interrupted run: where its training picked up
             self.set_tag("train.resumed_from", os.path.basename(result.resumed_from))
         self.client.log_artifacts(self.run_id, result.adapter_dir, artifact_path="adapter")

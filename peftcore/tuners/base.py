@@ -190,7 +190,11 @@ class BaseTuner(nn.Module):
             if name not in self.targeted_parameter_names:
                 self.targeted_parameter_names.append(name)
         model.__dict__["peft_config"] = self.peft_config
-        self._refresh_trainable()
+        self._keep_base_biases(config)
+        # The base is frozen once, when the first adapter arrives; later adapters leave alone what the
+        # user unfroze since (a layer norm, the head) — as do set_adapter and enable_adapter_layers.
+        self._refresh_trainable(freeze_base=not getattr(self, "_base_frozen", False))
+        self._base_frozen = True
 
     # -- auxiliary modules (trained in full or in part beside the adapter) ---------------------------
     def _check_auxiliary_targets(
@@ -230,11 +234,13 @@ class BaseTuner(nn.Module):
     def _inference_mode(self, names: Sequence[str]) -> bool:
         return any(self.peft_config[n].inference_mode for n in names if n in self.peft_config)
 
-    def _refresh_trainable(self) -> None:
-        """Freeze the model, then let the active adapters (and their biases) train unless in inference mode."""
+    def _refresh_trainable(self, freeze_base: bool = False) -> None:
+        """Let the active adapters (and their biases) train unless in inference mode, the others not;
+        with `freeze_base`, freeze every other parameter of the model first."""
         names = self.active_adapters
-        for param in self.model.parameters():
-            param.requires_grad_(False)
+        if freeze_base:
+            for param in self.model.parameters():
+                param.requires_grad_(False)
         self._apply_adapter(names, self._inference_mode(names), unmerge=False)
 
     def _apply_adapter(self, names: list[str], inference_mode: bool, unmerge: bool = True) -> None:
@@ -312,22 +318,39 @@ class BaseTuner(nn.Module):
     def enable_adapter_layers(self) -> None:
         """Turn the adapters back on (after `disable_adapter_layers`)."""
         self._set_adapter_layers(True)
+        # The trained biases come back.
+        trained = self.__dict__.setdefault("_trained_biases", {})
+        with torch.no_grad():
+            for param, value in trained.values():
+                param.copy_(value)
+        trained.clear()
         self._refresh_trainable()
 
     def disable_adapter_layers(self) -> None:
-        """Run the base model alone: adapters off (merged ones are unmerged on the next forward)."""
-        for name in self.active_adapters:
-            bias = getattr(self.peft_config.get(name), "bias", "none")
-            if bias != "none":
-                warnings.warn(
-                    f"Careful, disabling adapter layers with bias configured to be '{bias}' does not produce the "
-                    "same output as the base model would without adaption: the trained biases stay in place.",
-                    stacklevel=3,
-                )
+        """Run the base model alone: adapters off (merged ones are unmerged on the next forward).
+
+        Biases an adapter trains (`bias="all"` / `"lora_only"`) are base parameters, so switching the
+        adapter layers off would leave them trained; their values from before the first adapter are put
+        back until `enable_adapter_layers` (HF PEFT only warns), so a reference pass (DPO and the like)
+        really is the base model.
+        """
+        originals = self.__dict__.setdefault("_base_biases", {})
+        trained = self.__dict__.setdefault("_trained_biases", {})
         self._set_adapter_layers(False)
-        for name in self.active_adapters:
-            for param in self._adapter_bias_parameters(self.peft_config[name]):
-                param.requires_grad_(False)
+        with torch.no_grad():
+            for name in self.active_adapters:
+                for param in self._adapter_bias_parameters(self.peft_config[name]):
+                    param.requires_grad_(False)
+                    if id(param) in originals and id(param) not in trained:
+                        trained[id(param)] = (param, param.detach().clone())
+                        param.copy_(originals[id(param)][1])
+
+    def _keep_base_biases(self, config: PeftConfig) -> None:
+        """Copy the biases `config` trains as they are before any adapter changed them (once each)."""
+        originals = self.__dict__.setdefault("_base_biases", {})
+        for param in self._adapter_bias_parameters(config):
+            if id(param) not in originals:
+                originals[id(param)] = (param, param.detach().clone())
 
     # -- merging ----------------------------------------------------------------------------------
     def _check_names(self, adapter_names: Sequence[str] | None) -> None:
@@ -357,20 +380,25 @@ class BaseTuner(nn.Module):
     ) -> nn.Module:
         """Merge, then replace every adapter layer by its base layer; returns the plain model."""
         self._check_names(adapter_names)
-        return self._unload_and_optionally_merge(True, safe_merge, adapter_names)
+        return self._unload_and_optionally_merge(True, safe_merge, adapter_names, progressbar)
 
     def unload(self) -> nn.Module:
         """Remove the adapters without merging (unmerging first if needed); returns the original model."""
         return self._unload_and_optionally_merge(False)
 
     def _unload_and_optionally_merge(
-        self, merge: bool, safe_merge: bool = False, adapter_names: list[str] | None = None
+        self,
+        merge: bool,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+        progressbar: bool = False,
     ) -> nn.Module:
+        from tqdm.auto import tqdm
+
         all_layers = list(self.tuner_layers())
-        for (
-            _,
-            layer,
-        ) in all_layers:  # every merge first: a broken adapter (safe_merge) leaves the model wrapped
+        desc = "Merging adapters" if merge else "Unloading adapters"
+        # every merge first: a broken adapter (safe_merge) leaves the model wrapped
+        for _, layer in tqdm(all_layers, desc=desc, disable=not progressbar):
             if merge:
                 layer.merge(safe_merge=safe_merge, adapter_names=adapter_names)  # type: ignore[attr-defined]
             else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -201,10 +201,17 @@ class BaseTunerLayer:
         The model-level delete decides the new active set and applies it to every layer afterwards,
         so all layers agree.
         """
+        merged = list(self.merged_adapters)
+        if adapter_name in merged:
+            # Its update is in the base weight: take every merged adapter out, newest first (a DoRA merge
+            # only unmerges exactly in reverse order), and merge the others back in their order after.
+            cast(Any, self).unmerge()
         for attr in self.adapter_layer_names + self.other_param_names:
             box = getattr(self, attr, None)
             if box is not None and adapter_name in box:
                 del box[adapter_name]
+        if adapter_name in merged and len(merged) > 1:
+            cast(Any, self).merge(adapter_names=[name for name in merged if name != adapter_name])
         if adapter_name in self.active_adapters:
             remaining = [name for name in self.active_adapters if name != adapter_name]
             self.set_adapter(remaining)

@@ -241,8 +241,20 @@ def test_bad_accelerate_config_fails_in_the_preflight(tmp_path: Path) -> None:
         preflight(params(str(typo)))
     with pytest.raises(ValueError, match=r"set train.num_processes >= 2 \(got 1\)"):
         preflight(params(str(CONFIGS / "ddp.yaml"), 1))
-    with pytest.raises(ValueError, match=r"shards the parameters"):
-        preflight(params(str(CONFIGS / "fsdp.yaml")))
+    preflight(params(str(CONFIGS / "fsdp.yaml"), 8))  # FSDP2 with a full state dict: the sharded path
+    fsdp1 = tmp_path / "fsdp1.yaml"
+    fsdp1.write_text((CONFIGS / "fsdp.yaml").read_text().replace("fsdp_version: 2", "fsdp_version: 1"))
+    with pytest.raises(ValueError, match=r"FSDP1 flattens frozen base weights.*fsdp_version: 2"):
+        preflight(params(str(fsdp1)))
+    sharded = tmp_path / "sharded.yaml"
+    sharded.write_text((CONFIGS / "fsdp.yaml").read_text().replace("FULL_STATE_DICT", "SHARDED_STATE_DICT"))
+    with pytest.raises(ValueError, match=r"fsdp_state_dict_type: FULL_STATE_DICT"):
+        preflight(params(str(sharded)))
+    # On CPU accelerate would quietly train data parallel under an FSDP config (seen: MULTI_CPU).
+    on_cpu = tmp_path / "fsdp-cpu.yaml"
+    on_cpu.write_text((CONFIGS / "fsdp.yaml").read_text().replace("use_cpu: false", "use_cpu: true"))
+    with pytest.raises(ValueError, match=r"FSDP on GPUs only.*cpu-gloo.yaml"):
+        preflight(params(str(on_cpu)))
     if importlib.util.find_spec("deepspeed") is None:
         with pytest.raises(ValueError, match=r"needs DeepSpeed: pip install deepspeed"):
             preflight(params(str(CONFIGS / "deepspeed-zero2.yaml")))

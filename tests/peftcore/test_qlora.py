@@ -92,7 +92,7 @@ def test_merge_dequantizes_adds_and_requantizes_like_hf_peft(base_dir: Path, kin
         _load(base_dir, kind),
         peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False),
     )
-    theirs.load_state_dict(ours.state_dict(), strict=False)  # the same adapter weights in both
+    theirs.load_state_dict(ours.adapter_state_dict(), strict=False)  # the same adapter weights in both
     # Training mode: an inference forward on this CPU (AVX512-BF16) repacks bitsandbytes' 4-bit codes,
     # which HF PEFT's merge does not undo (peftcore's does: the next test).
     ours.train()
@@ -119,7 +119,7 @@ def test_merge_dequantizes_adds_and_requantizes_like_hf_peft(base_dir: Path, kin
 def test_merge_after_an_inference_forward_reads_the_repacked_4bit_codes_right(base_dir: Path) -> None:
     fresh = peftcore.get_peft_model(_load(base_dir, "4bit"), _config())
     used = peftcore.get_peft_model(_load(base_dir, "4bit"), _config())
-    used.load_state_dict(fresh.state_dict())
+    used.load_state_dict(fresh.adapter_state_dict())
     ids = _ids()
     with torch.no_grad():
         fresh.train()

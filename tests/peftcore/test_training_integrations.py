@@ -1,9 +1,9 @@
 """peftcore models train unchanged in the loops people actually use.
 
 A plain PyTorch loop, Accelerate and the transformers `Trainer` all see a `PeftModel` as an ordinary
-`nn.Module`. Their checkpoints go through `state_dict()`, which returns the adapter state only, so
-every checkpoint they write must hold adapter tensors and nothing of the frozen base, and must load
-back with `load_state_dict`. Activation checkpointing and `generate()` must pass through to the
+`nn.Module`, whose `state_dict()` is the whole model (as nn.Module's and HF PEFT's). The Trainer writes
+adapter-only checkpoints through `peftcore.trainer.AdapterTrainer`: they must hold adapter tensors and
+nothing of the frozen base, and load back with `load_state_dict`. Activation checkpointing and `generate()` must pass through to the
 base model without blocking gradients or bypassing the adapter.
 
 All models are the tiny ones from `tests/tiny.py`, on CPU, for a handful of steps.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from peftcore import LoraConfig, PeftModel, get_peft_model
+from peftcore.trainer import AdapterTrainer
 from peftcore.tuners.lora.layer import LoraLayer
 from tests import tiny
 
@@ -58,7 +59,7 @@ def _base_bytes(model: PeftModel) -> int:
 def _assert_adapter_only_file(path: Path, model: PeftModel) -> dict[str, torch.Tensor]:
     """`path` holds exactly the model's adapter state and is far smaller than the base weights."""
     tensors = load_file(path)
-    assert set(tensors) == set(model.state_dict()), f"{path} keys differ from the adapter state"
+    assert set(tensors) == set(model.adapter_state_dict()), f"{path} keys differ from the adapter state"
     frozen = [k for k in tensors if not _is_adapter_key(k)]
     assert not frozen, f"{path} contains frozen base weights: {frozen[:5]}"
     # Rank-4 LoRA on two projections (+ the head copy for SEQ_CLS) is ~5-6% of the tiny base with the
@@ -68,7 +69,7 @@ def _assert_adapter_only_file(path: Path, model: PeftModel) -> dict[str, torch.T
 
 
 def _assert_state_equals(model: PeftModel, tensors: dict[str, torch.Tensor]) -> None:
-    state = model.state_dict()
+    state = model.adapter_state_dict()
     assert set(state) == set(tensors)
     for key, value in tensors.items():
         assert torch.equal(state[key], value), key
@@ -111,7 +112,7 @@ class _Recorder(transformers.TrainerCallback):
         self.grads: list[dict[str, torch.Tensor | None]] = []
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module, **kwargs: Any) -> None:
-        self.state_at_begin = {k: v.clone() for k, v in model.state_dict().items()}
+        self.state_at_begin = {k: v.clone() for k, v in cast(Any, model).adapter_state_dict().items()}
 
     def on_pre_optimizer_step(
         self, args: Any, state: Any, control: Any, model: nn.Module, **kwargs: Any
@@ -158,7 +159,7 @@ def test_custom_loop_trains_only_adapter_params_and_merge_matches() -> None:
 
 
 # -- 2. Accelerate --------------------------------------------------------------------------------
-def test_accelerate_trains_and_save_state_holds_only_adapter(tmp_path: Path) -> None:
+def test_accelerate_trains_and_save_state_round_trips(tmp_path: Path) -> None:
     accelerate = pytest.importorskip("accelerate")
     accelerator = accelerate.Accelerator(cpu=True)
     model = _lora("llama")
@@ -182,9 +183,12 @@ def test_accelerate_trains_and_save_state_holds_only_adapter(tmp_path: Path) -> 
     assert epoch_losses[-1] < epoch_losses[0], epoch_losses
     assert all(".lora_" in n for n in _changed(model, before))
 
+    # save_state goes through state_dict(): the whole model, as for any module (and HF PEFT).
     accelerator.save_state(str(tmp_path / "state"))
-    saved = _assert_adapter_only_file(tmp_path / "state" / CHECKPOINT_WEIGHTS, model)
-    _assert_state_equals(model, saved)
+    saved = load_file(tmp_path / "state" / CHECKPOINT_WEIGHTS)
+    assert set(saved) == set(accelerator.unwrap_model(model).state_dict())
+    _assert_state_equals(model, {k: v for k, v in saved.items() if _is_adapter_key(k)})
+    saved = {k: v for k, v in saved.items() if _is_adapter_key(k)}
 
     with torch.no_grad():
         for p in model.parameters():
@@ -218,7 +222,7 @@ def _bert_dataset(n: int) -> Any:
 
 def test_trainer_keeps_bert_token_type_ids_and_drops_unknown_columns(tmp_path: Path) -> None:
     model = _lora("bert")
-    trainer = transformers.Trainer(
+    trainer = AdapterTrainer(
         model=model, args=_training_args(tmp_path, max_steps=1), train_dataset=_bert_dataset(8)
     )
     batch = next(iter(trainer.get_train_dataloader()))
@@ -235,7 +239,7 @@ def test_trainer_keeps_bert_token_type_ids_and_drops_unknown_columns(tmp_path: P
 def test_trainer_keeps_columns_for_peft_model_without_task_type(tmp_path: Path) -> None:
     model = get_peft_model(tiny.build("bert"), LoraConfig(r=4, target_modules=["query", "value"]))
     assert type(model) is PeftModel
-    trainer = transformers.Trainer(
+    trainer = AdapterTrainer(
         model=model, args=_training_args(tmp_path, max_steps=1), train_dataset=_bert_dataset(8)
     )
     batch = next(iter(trainer.get_train_dataloader()))
@@ -263,7 +267,7 @@ def test_trainer_seq_cls_checkpoints_hold_only_adapter_and_best_model_loads(tmp_
         metric_for_best_model="rank",
         greater_is_better=True,
     )
-    trainer = transformers.Trainer(
+    trainer = AdapterTrainer(
         model=model,
         args=args,
         train_dataset=_bert_dataset(24),
@@ -282,7 +286,7 @@ def test_trainer_seq_cls_checkpoints_hold_only_adapter_and_best_model_loads(tmp_
 
 def test_trainer_resumes_causal_lm_from_adapter_checkpoint(tmp_path: Path) -> None:
     rows = _lm_rows(16)
-    first = transformers.Trainer(
+    first = AdapterTrainer(
         model=_lora("llama"),
         args=_training_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2, learning_rate=5e-2),
         train_dataset=rows,
@@ -299,7 +303,7 @@ def test_trainer_resumes_causal_lm_from_adapter_checkpoint(tmp_path: Path) -> No
     fresh = _lora("llama")
     assert not torch.equal(fresh.state_dict()[next(iter(at_step_4))], next(iter(at_step_4.values())))
     recorder = _Recorder()
-    second = transformers.Trainer(
+    second = AdapterTrainer(
         model=fresh,
         args=_training_args(tmp_path, max_steps=6, save_strategy="steps", save_steps=2, learning_rate=5e-2),
         train_dataset=rows,
@@ -364,7 +368,7 @@ def test_trainer_activation_checkpointing_flag_lets_gradients_reach_lora(tmp_pat
         # frozen embeddings' output does not unless the wrapper makes it.
         activation_checkpointing_kwargs={"use_reentrant": True},
     )
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=_lm_rows(8), callbacks=[recorder])
+    trainer = AdapterTrainer(model=model, args=args, train_dataset=_lm_rows(8), callbacks=[recorder])
     trainer.train()
 
     assert model.is_activation_checkpointing
@@ -400,3 +404,18 @@ def test_generate_passes_through_and_matches_merged_model(arch: str) -> None:
     # fp32 rounding-order difference of merged vs unmerged weights, accumulated over T5's layers; its scores
     # reach ~3.4, where 5e-6 is about 20 ulps.
     torch.testing.assert_close(torch.stack(merged.scores), adapted_scores, atol=5e-6, rtol=1e-6)
+
+
+def test_state_dict_is_the_whole_model_and_adapter_state_dict_the_adapters(tmp_path: Path) -> None:
+    """torch.save(model.state_dict()) keeps the base (it used to hold the adapters only)."""
+    model = _lora("llama")
+    state = model.state_dict()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen <= set(state)  # the base is in it
+    adapters = model.adapter_state_dict()
+    assert set(adapters) < set(state) and all(_is_adapter_key(k) for k in adapters)
+    torch.save(state, tmp_path / "whole.pt")
+    fresh = _lora("llama")
+    fresh.load_state_dict(torch.load(tmp_path / "whole.pt", weights_only=True))
+    for key, value in state.items():
+        assert torch.equal(fresh.state_dict()[key], value), key

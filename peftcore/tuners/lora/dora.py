@@ -20,9 +20,14 @@ class DoraMagnitude(nn.Module):
     """One adapter's magnitude vector m, as `weight` (HF PEFT's in-memory layout; on disk the key is just
     `<path>.lora_magnitude_vector`)."""
 
+    merge_norm: torch.Tensor | None
+
     def __init__(self, magnitude: torch.Tensor) -> None:
         super().__init__()
         self.weight = nn.Parameter(magnitude)
+        # The per-row norm a merge used, kept to unmerge exactly: a buffer, so `.to()` moves it with the
+        # layer (merge on CPU, move to GPU, unmerge); not persistent, so never saved.
+        self.register_buffer("merge_norm", None, persistent=False)
 
 
 def weight_norm(

@@ -36,6 +36,21 @@ from peftcore.tuners.lora.config import LoraConfig
 from peftcore.tuners.lora.svd_init import is_weight_moving_init, principal_factors
 
 
+def offload_device(base: nn.Module) -> torch.device | None:
+    """The execution device of a layer whose weights accelerate offloads (kept on the meta device and
+    brought in by a hook at each forward: cpu_offload, disk offload, device_map with offload), else None."""
+    hook: Any = getattr(base, "_hf_hook", None)
+    weight = getattr(base, "weight", None)
+    if hook is None or not isinstance(weight, torch.Tensor) or weight.device.type != "meta":
+        return None
+    hooks = getattr(hook, "hooks", None) or [hook]  # a SequentialHook holds several
+    for candidate in hooks:
+        device = getattr(candidate, "execution_device", None)
+        if device is not None:
+            return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    return None
+
+
 class LoraLayer(BaseTunerLayer):
     """Per-adapter LoRA state and the operations that do not depend on the layer type."""
 
@@ -71,7 +86,6 @@ class LoraLayer(BaseTunerLayer):
         self.lora_embedding_A = nn.ParameterDict()
         self.lora_embedding_B = nn.ParameterDict()
         self.lora_magnitude_vector = nn.ModuleDict()
-        self._dora_norm_at_merge: dict[str, torch.Tensor] = {}
         self.in_features: Any = None
         self.out_features: Any = None
         if self.infer_features:
@@ -136,8 +150,18 @@ class LoraLayer(BaseTunerLayer):
         dropout = config.lora_dropout
         self.lora_dropout[adapter_name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         weight = self.weight
+        device = torch.device("meta") if low_cpu_mem_usage else weight.device
+        offloaded = offload_device(self.get_base_layer())
+        if offloaded is not None and not low_cpu_mem_usage:
+            if config.use_dora:
+                raise ValueError(
+                    f"use_dora=True needs the base weights of this {type(self.get_base_layer()).__name__} to set its "
+                    "magnitude, and they are offloaded (accelerate keeps them on the meta device between "
+                    "forwards); load the model without offloading to add a DoRA adapter"
+                )
+            device = offloaded  # where accelerate runs the layer: the adapter must live (and run) there
         tensor_kwargs: dict[str, Any] = {
-            "device": torch.device("meta") if low_cpu_mem_usage else weight.device,
+            "device": device,
             "dtype": adapter_dtype_for(weight, autocast_adapter_dtype),
         }
         self._create_adapter(adapter_name, r, bool(config.lora_bias), tensor_kwargs)
@@ -209,7 +233,6 @@ class LoraLayer(BaseTunerLayer):
         return keys
 
     def delete_adapter(self, adapter_name: str) -> None:
-        self._dora_norm_at_merge.pop(adapter_name, None)
         super().delete_adapter(adapter_name)
 
     def set_scale(self, adapter_name: str, scale: float) -> None:
@@ -252,7 +275,7 @@ class LoraLayer(BaseTunerLayer):
         merged, norm = dora.merge_rows(
             self._weight_rows(weight).to(lora.dtype), lora, self.scaling[name], magnitude
         )
-        self._dora_norm_at_merge[name] = norm
+        cast(Any, self.lora_magnitude_vector[name]).merge_norm = norm
         return self._weight_from_rows(merged, weight)
 
     def _unmerged_weight(self, name: str, weight: torch.Tensor) -> torch.Tensor:
@@ -260,7 +283,8 @@ class LoraLayer(BaseTunerLayer):
             delta = self.get_delta_weight(name)
             return weight.to(delta.dtype) - delta
         lora = self._lora_rows(name)
-        norm = self._dora_norm_at_merge.pop(name)
+        box: Any = self.lora_magnitude_vector[name]
+        norm, box.merge_norm = box.merge_norm, None
         magnitude = self._magnitude(name).reshape(-1)
         rows = dora.unmerge_rows(
             self._weight_rows(weight).to(lora.dtype), lora, self.scaling[name], magnitude, norm
@@ -294,6 +318,12 @@ class LoraLayer(BaseTunerLayer):
             adapter_names: the adapters to merge; default: the active ones.
         """
         base: Any = self.get_base_layer()
+        if offload_device(base) is not None and self.adapters_to_merge(adapter_names):
+            raise ValueError(
+                f"cannot merge into this {type(base).__name__}: its weights are offloaded by accelerate (on the meta "
+                "device between forwards), so there is no weight to merge into. Load the base model without "
+                "offloading to merge, or keep the adapter unmerged (it runs on the layer's execution device)"
+            )
         for name in self.adapters_to_merge(adapter_names):
             if name not in self.r:
                 continue
@@ -309,7 +339,8 @@ class LoraLayer(BaseTunerLayer):
                     new_bias is None or torch.isfinite(new_bias).all()
                 )
                 if safe_merge and not finite:
-                    self._dora_norm_at_merge.pop(name, None)
+                    if name in self.lora_magnitude_vector:
+                        cast(Any, self.lora_magnitude_vector[name]).merge_norm = None
                     raise ValueError(
                         f"NaNs detected in the merged weights. The adapter {name} seems to be broken: its weights "
                         "are not finite; the base weights were left unchanged"

@@ -124,13 +124,12 @@ class Linear(nn.Module, LoraLayer):
         on it (its own or global ones), nothing else holds a reference to that output.
         """
         base = self.base_layer
-        if type(base) is not nn.Linear:
+        if type(base) is not nn.Linear or not _INPLACE_SUPPORTED:
             return False
-        own = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-        if any(getattr(base, attr, None) for attr in own):
+        if any(getattr(base, attr, None) for attr in _HOOK_ATTRS):
             return False
         module = nn.modules.module
-        return not any(getattr(module, f"_global{attr}", None) for attr in own)
+        return not any(getattr(module, f"_global{attr}") for attr in _HOOK_ATTRS)
 
     def _dora_update(self, name: str, xa: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """(m/‖W+sBA‖ − 1)·(W x) + (m/‖W+sBA‖)·s·B A x, with W x recomputed when dropout is active."""
@@ -148,6 +147,25 @@ class Linear(nn.Module, LoraLayer):
         else:
             base_out = F.linear(xa, self._weight_rows(weight).to(xa.dtype))
         return (scale - 1) * base_out + scale * lora_out * self.scaling[name]
+
+
+# The hook registries the in-place add must see empty. They are torch internals: if this torch names them
+# otherwise (or lacks the non-tracking reshape), the in-place path is off and LoRA adds out of place,
+# which is always correct, only a copy slower — the check fails closed, never open.
+_HOOK_ATTRS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _inplace_supported() -> bool:
+    module = nn.modules.module
+    per_module = nn.Linear(1, 1)
+    return (
+        all(hasattr(module, f"_global{attr}") for attr in _HOOK_ATTRS)
+        and all(hasattr(per_module, attr) for attr in _HOOK_ATTRS)
+        and hasattr(torch.ops.aten, "_unsafe_view")
+    )
+
+
+_INPLACE_SUPPORTED = _inplace_supported()
 
 
 def _linear(box: nn.ModuleDict, name: str) -> nn.Linear:
