@@ -49,7 +49,14 @@ def _split_load_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str
         "ignore_mismatched_sizes": kwargs.pop("ignore_mismatched_sizes", False),
         "use_safetensors": kwargs.pop("use_safetensors", None),
     }
+    # HF PEFT re-dispatches an offloaded base after loading with these; peftcore creates each adapter on
+    # its layer's execution device instead (LoraLayer.update_layer), so there is nothing left for them.
+    for key in _DISPATCH_KWARGS:
+        kwargs.pop(key, None)
     return hub, load
+
+
+_DISPATCH_KWARGS = ("device_map", "max_memory", "offload_folder", "offload_index")
 
 
 class PeftModel(nn.Module):
