@@ -45,6 +45,8 @@ class BaseTuner(nn.Module):
     default_target_modules: ClassVar[dict[str, Any]] = {}
     method_name: ClassVar[str] = "adapter"
     supports_mixed_batch: ClassVar[bool] = False
+    # Whether the method's layers read a bitsandbytes base weight as numbers (peftcore.tuners.quantized).
+    supports_quantized_layers: ClassVar[bool] = False
 
     def __init__(
         self,

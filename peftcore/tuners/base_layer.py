@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from peftcore.tuners.quantized import dequantize_weight, quantized_kind, requantize_weight
+
 
 def _set_requires_grad(entry: Any, flag: bool) -> None:
     if isinstance(entry, nn.Parameter):
@@ -264,14 +266,14 @@ class BaseTunerLayer:
                 continue
             with torch.no_grad():
                 bias = base.bias.detach() if getattr(base, "bias", None) is not None else None
-                weight, new_bias = self._merged_params(name, base.weight.detach(), bias)
+                weight, new_bias = self._merged_params(name, _read_weight(base), bias)
                 finite = torch.isfinite(weight).all() and (new_bias is None or torch.isfinite(new_bias).all())
                 if safe_merge and not finite:
                     raise ValueError(
                         f"NaNs detected in the merged weights. The adapter {name} seems to be broken: its weights "
                         "are not finite; the base weights were left unchanged"
                     )
-                base.weight.data.copy_(weight.to(base.weight.dtype))
+                _write_weight(base, weight)
                 if new_bias is not None:
                     base.bias.data.copy_(new_bias.to(base.bias.dtype))
             self.merged_adapters.append(name)
@@ -285,8 +287,8 @@ class BaseTunerLayer:
                 continue
             with torch.no_grad():
                 bias = base.bias.detach() if getattr(base, "bias", None) is not None else None
-                weight, new_bias = self._unmerged_params(name, base.weight.detach(), bias)
-                base.weight.data.copy_(weight.to(base.weight.dtype))
+                weight, new_bias = self._unmerged_params(name, _read_weight(base), bias)
+                _write_weight(base, weight)
                 if new_bias is not None:
                     base.bias.data.copy_(new_bias.to(base.bias.dtype))
 
@@ -297,3 +299,18 @@ class BaseTunerLayer:
                 self.unmerge()
             return True
         return False
+
+
+def _read_weight(base: Any) -> torch.Tensor:
+    """The base weight as float numbers (a bitsandbytes layer's dequantized)."""
+    if quantized_kind(base) is not None:
+        return dequantize_weight(base)
+    return cast(torch.Tensor, base.weight.detach())
+
+
+def _write_weight(base: Any, new: torch.Tensor) -> None:
+    """Store `new` as the base weight (a bitsandbytes layer quantizes it again with its settings)."""
+    if quantized_kind(base) is not None:
+        requantize_weight(base, new)
+    else:
+        base.weight.data.copy_(new.to(base.weight.dtype))

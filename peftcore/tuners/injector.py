@@ -29,6 +29,7 @@ from peftcore.injection import (
     show_targets,
 )
 from peftcore.tuners.base_layer import BaseTunerLayer
+from peftcore.tuners.quantized import quantized_kind
 
 if TYPE_CHECKING:
     from peftcore.tuners.base import BaseTuner
@@ -110,8 +111,21 @@ class AdapterInjector:
         self._check_outcome(excluded, unmatched)
         modules = dict(logical_modules(self.model))
         for name in self.targeted:
+            self._check_quantized(name, modules[name])
             self.tuner._check_target_module(config, self.adapter_name, name, modules[name])
         self.tuner._check_auxiliary_targets(config, self.adapter_name, self.model, self.saved_modules)
+
+    def _check_quantized(self, name: str, module: nn.Module) -> None:
+        """A bitsandbytes layer only for methods whose layers read its weight through
+        peftcore.tuners.quantized (`supports_quantized_layers`): others would misread the codes."""
+        base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+        kind = quantized_kind(base)
+        if kind is not None and not getattr(self.tuner, "supports_quantized_layers", False):
+            raise ValueError(
+                f"Target module {name!r} is a bitsandbytes {type(base).__name__} ({kind}), which "
+                f"{self.tuner.method_name} cannot adapt (as in HF PEFT, or not yet in peftcore); LoRA (QLoRA) "
+                "and IA3 can. Load the base unquantized, or use LoRA or IA3"
+            )
 
     def _check_outcome(self, excluded: list[str], unmatched: list[str]) -> None:
         config = self.config

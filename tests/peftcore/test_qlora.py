@@ -249,3 +249,48 @@ def test_a_layer_quantized_by_another_library_is_refused(layer: type[nn.Module])
     ):
         peftcore.get_peft_model(model, peftcore.LoraConfig(r=4, target_modules=["q_proj"]))
     assert {n for n, _ in model.named_modules()} == before  # nothing was wrapped
+
+
+# -- other methods on quantized bases ----------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_ia3_on_a_quantized_base_matches_hf_peft_and_merges_through_dequantization(
+    base_dir: Path, kind: str, tmp_path: Path
+) -> None:
+    peft = pytest.importorskip("peft")
+    targets, feedforward = ["q_proj", "v_proj", "down_proj"], ["down_proj"]
+    ours = peftcore.get_peft_model(
+        _load(base_dir, kind),
+        peftcore.IA3Config(target_modules=targets, feedforward_modules=feedforward, init_ia3_weights=False),
+    )
+    ours.train()  # the float32 kernel (see the merge test above)
+    ours.save_pretrained(tmp_path / "ia3")
+    theirs = peft.PeftModel.from_pretrained(_load(base_dir, kind), tmp_path / "ia3").train()
+    ids = _ids()
+    with torch.no_grad():
+        adapted = ours(ids).logits
+        torch.testing.assert_close(theirs(ids).logits, adapted, rtol=0, atol=1e-5)
+        layer = ours.base_model.model.model.layers[0].self_attn.q_proj
+        base = layer.get_base_layer()
+        expected = lora_bnb.dequantize_weight(base) * layer.ia3_l["default"].reshape(-1, 1)
+        ours.merge_adapter()
+        # The scaled weight, quantized again (int8: a few tenths of a percent; 4-bit: a few percent).
+        merged = lora_bnb.dequantize_weight(base)
+        assert (merged - expected).norm() / expected.norm() < {"4bit": 0.15, "8bit": 0.02}[kind]
+        assert (ours(ids).logits - adapted).abs().max() < {"4bit": 0.6, "8bit": 0.05}[kind]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        peftcore.LoHaConfig(r=4, target_modules=["q_proj"]),
+        peftcore.LoKrConfig(r=4, target_modules=["q_proj"]),
+        peftcore.AdaLoraConfig(target_r=2, init_r=4, total_step=10, target_modules=["q_proj"]),
+    ],
+    ids=["loha", "lokr", "adalora"],
+)
+def test_methods_that_cannot_read_quantized_weights_refuse_them_first(base_dir: Path, config: Any) -> None:
+    base = _load(base_dir, "4bit")
+    before = [n for n, _ in base.named_modules()]
+    with pytest.raises(ValueError, match=r"q_proj.*bitsandbytes Linear4bit.*LoRA \(QLoRA\) and IA3 can"):
+        peftcore.get_peft_model(base, config)
+    assert [n for n, _ in base.named_modules()] == before

@@ -52,6 +52,7 @@ class AdaLoraModel(BaseTuner):
     layer_cls: ClassVar[type[BaseTunerLayer]] = AdaLoraLayer
     default_target_modules: ClassVar[dict[str, Any]] = TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING
     method_name: ClassVar[str] = "AdaLoRA"
+    supports_quantized_layers: ClassVar[bool] = False  # its SVD layers read the weight directly
 
     def __init__(
         self, model: nn.Module, peft_config: Any, adapter_name: str = "default", **kwargs: Any

@@ -23,6 +23,7 @@ from torch import nn
 
 from peftcore.tuners.base_layer import BaseTunerLayer, adapter_dtype_for, features_of
 from peftcore.tuners.ia3.config import IA3Config
+from peftcore.tuners.quantized import quantized_kind
 
 # Added to the vector before dividing it out (as HF PEFT does), so a zero entry does not give inf.
 _UNMERGE_EPS = 1e-8
@@ -117,7 +118,11 @@ class IA3Layer(BaseTunerLayer):
             return self.base_layer(x, *args, **kwargs)
         if self.is_feedforward:
             scaled = x.to(scaling.dtype) * self._activation_scale(scaling)
-            weight_dtype = cast(torch.Tensor, cast(Any, self.get_base_layer()).weight).dtype
+            base = self.get_base_layer()
+            # A bitsandbytes base takes float input whatever its codes' dtype (it casts to its compute dtype).
+            weight_dtype = (
+                x.dtype if quantized_kind(base) else cast(torch.Tensor, cast(Any, base).weight).dtype
+            )
             return self.base_layer(scaled.to(weight_dtype), *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
         return (result.to(scaling.dtype) * self._activation_scale(scaling)).to(result.dtype)

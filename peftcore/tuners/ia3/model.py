@@ -48,6 +48,7 @@ class IA3Model(BaseTuner):
     layer_cls: ClassVar[type[BaseTunerLayer]] = IA3Layer
     default_target_modules: ClassVar[dict[str, Any]] = TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING
     method_name: ClassVar[str] = "(IA)³"
+    supports_quantized_layers: ClassVar[bool] = True  # merging goes through peftcore.tuners.quantized
 
     def _prepare_adapter_config(self, config: PeftConfig, model: nn.Module) -> PeftConfig:
         config = super()._prepare_adapter_config(config, model)

@@ -71,6 +71,7 @@ class LoraModel(BaseTuner):
     layer_cls: ClassVar[type[BaseTunerLayer]] = LoraLayer
     default_target_modules: ClassVar[dict[str, Any]] = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
     method_name: ClassVar[str] = "LoRA"
+    supports_quantized_layers: ClassVar[bool] = True
     supports_mixed_batch: ClassVar[bool] = True
 
     # -- which layer, and can it take this adapter ------------------------------------------------
