@@ -121,10 +121,14 @@ class AdapterInjector:
         base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
         kind = quantized_kind(base)
         if kind is not None and not getattr(self.tuner, "supports_quantized_layers", False):
+            from peftcore.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+
+            tuners: list[Any] = list(PEFT_TYPE_TO_TUNER_MAPPING.values())
+            able = sorted({t.method_name for t in tuners if getattr(t, "supports_quantized_layers", False)})
             raise ValueError(
                 f"Target module {name!r} is a bitsandbytes {type(base).__name__} ({kind}), which "
-                f"{self.tuner.method_name} cannot adapt (as in HF PEFT, or not yet in peftcore); LoRA (QLoRA) "
-                "and IA3 can. Load the base unquantized, or use LoRA or IA3"
+                f"{self.tuner.method_name} cannot adapt (as in HF PEFT, or not yet in peftcore); "
+                f"{' and '.join(able)} can. Load the base unquantized, or use one of those"
             )
 
     def _check_outcome(self, excluded: list[str], unmatched: list[str]) -> None:

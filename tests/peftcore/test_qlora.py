@@ -291,6 +291,6 @@ def test_ia3_on_a_quantized_base_matches_hf_peft_and_merges_through_dequantizati
 def test_methods_that_cannot_read_quantized_weights_refuse_them_first(base_dir: Path, config: Any) -> None:
     base = _load(base_dir, "4bit")
     before = [n for n, _ in base.named_modules()]
-    with pytest.raises(ValueError, match=r"q_proj.*bitsandbytes Linear4bit.*LoRA \(QLoRA\) and IA3 can"):
+    with pytest.raises(ValueError, match=r"q_proj.*bitsandbytes Linear4bit.*\(IA\)³ and LoRA can"):
         peftcore.get_peft_model(base, config)
     assert [n for n, _ in base.named_modules()] == before
