@@ -13,7 +13,12 @@
 - Generative tasks train with `TokenMeanTrainer` (flows.steps.trainer): the loss is the mean over
   the target tokens of each optimizer step; `data.packing` packs batches (checked on the model first).
 - `on_log(step, logs)` receives every Trainer log (train loss, validation metrics) as it happens; the
-  flow uses it to stream metrics to MLflow without this module knowing about MLflow.
+  flow uses it to stream metrics to MLflow without this module knowing about MLflow. A resumed run
+  first receives the logs its checkpoint recorded, so the logs of a finished training always cover
+  steps 1..N, whichever attempt trained them.
+- `on_end()` runs once training is done, before the adapter is saved and the checkpoints are removed
+  (the flow sends metrics held back by a tracking outage there): if it raises, the checkpoints stay
+  and rerunning the run resumes from the newest, the last step's included.
 - Under `accelerate launch` (DDP, one process per device; see flows.distributed.launch) every rank runs this same
   function. Only the world's process zero forwards logs, saves the adapter and removes the checkpoints;
   the figures it returns are rank 0's (the logged losses are already averaged over ranks by the Trainer).
@@ -36,6 +41,7 @@ from flows.steps import TokenizedData, TrainResult
 from flows.steps.trainer import TokenMeanTrainer, check_packing, data_collator
 
 LogFn = Callable[[int, dict[str, float]], None]
+EndFn = Callable[[], None]
 
 
 def pick_precision(params: FinetuneParams) -> tuple[str, str]:
@@ -80,7 +86,11 @@ def check_selection(params: FinetuneParams, data: TokenizedData) -> None:
 
 
 def train(
-    params: FinetuneParams, data: TokenizedData, run_dir: str, on_log: LogFn | None = None
+    params: FinetuneParams,
+    data: TokenizedData,
+    run_dir: str,
+    on_log: LogFn | None = None,
+    on_end: EndFn | None = None,
 ) -> TrainResult:
     """Fine-tune the adapter described by `params` on `data`; returns where the adapter is and figures."""
     from datasets import load_from_disk
@@ -173,6 +183,8 @@ def train(
     runtime = time.perf_counter() - start
 
     if trainer.is_world_process_zero():
+        if on_end is not None:
+            on_end()
         model.peft_config["default"].base_model_name_or_path = base_model_hub_id(params.model)
         model.save_pretrained(adapter_dir)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -205,13 +217,22 @@ class _LogForwarder(TrainerCallback):
     def __init__(self, on_log: LogFn) -> None:
         self._forward = on_log
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:  # type: ignore[override]
+        # Resuming: the checkpoint's history holds the logs of the steps trained before it.
+        if state.is_world_process_zero:
+            for logs in state.log_history:
+                self._send(int(logs.get("step", 0)), logs)
+
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
     ) -> None:  # type: ignore[override]
         if logs and state.is_world_process_zero:
-            numbers = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
-            # The Trainer evaluates the validation split under its own "eval_" prefix.
-            self._forward(int(state.global_step), {_val_name(k): v for k, v in numbers.items()})
+            self._send(int(state.global_step), logs)
+
+    def _send(self, step: int, logs: dict[str, Any]) -> None:
+        numbers = {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and k != "step"}
+        # The Trainer evaluates the validation split under its own "eval_" prefix.
+        self._forward(step, {_val_name(k): v for k, v in numbers.items()})
 
 
 def _val_name(key: str) -> str:
