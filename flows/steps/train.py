@@ -179,7 +179,17 @@ def train(
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=resume)
+    finished = _finished_state(resume)
+    if finished is None:
+        output = trainer.train(resume_from_checkpoint=resume)
+        global_step, train_loss = int(output.global_step), float(output.training_loss)
+    else:
+        # Trained to the last step by an attempt that failed afterwards (see on_end). Resumed there, the
+        # Trainer would take one step more than asked, so the checkpoint's weights and state are restored.
+        _restore(trainer, model, finished, str(resume), selecting)
+        global_step = int(finished.global_step)
+        losses = [h["loss"] for h in finished.log_history if "loss" in h]
+        train_loss = sum(losses) / len(losses) if losses else float("nan")
     runtime = time.perf_counter() - start
 
     if trainer.is_world_process_zero():
@@ -193,15 +203,46 @@ def train(
     epochs_done = float(trainer.state.epoch or 0.0)
     return TrainResult(
         adapter_dir=adapter_dir,
-        global_step=int(output.global_step),
-        train_loss=float(output.training_loss),
+        global_step=global_step,
+        train_loss=train_loss,
         train_runtime_s=runtime,
-        train_tokens_per_s=data.num_train_tokens * epochs_done / runtime if runtime > 0 else 0.0,
+        # Nothing trained in this attempt (a restored, finished checkpoint): no throughput to report.
+        train_tokens_per_s=data.num_train_tokens * epochs_done / runtime
+        if runtime > 0 and finished is None
+        else 0.0,
         peak_memory_mb=_peak_memory_mb(device),
         device=device,
         log_history=list(trainer.state.log_history),
         resumed_from=resume,
     )
+
+
+def _finished_state(checkpoint: str | None) -> Any:
+    """The Trainer state saved in `checkpoint` when it is the training's last step, else None."""
+    from transformers import TrainerState
+
+    if checkpoint is None:
+        return None
+    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    return state if state.max_steps and state.global_step >= state.max_steps else None
+
+
+def _restore(trainer: Trainer, model: Any, state: Any, checkpoint: str, selecting: bool) -> None:
+    """Give `trainer` the finished training of `checkpoint`: its state and its adapter weights (those of
+    the best checkpoint when selecting on validation, as `load_best_model_at_end` would)."""
+    from safetensors.torch import load_file
+
+    best = state.best_model_checkpoint
+    weights_dir = best if selecting and best and os.path.isdir(best) else checkpoint
+    loaded = model.load_state_dict(load_file(os.path.join(weights_dir, "model.safetensors")), strict=False)
+    if loaded.unexpected_keys:
+        raise RuntimeError(
+            f"checkpoint {weights_dir} does not fit this model (unexpected keys {loaded.unexpected_keys[:5]}); "
+            "remove it to train afresh"
+        )
+    trainer.state = state
+    # What a resumed training does first: the callbacks see the restored history (the logs are replayed).
+    trainer.control = trainer.callback_handler.on_train_begin(trainer.args, trainer.state, trainer.control)
 
 
 def _peak_memory_mb(device: str) -> float:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from flows.params import FinetuneParams
@@ -79,7 +80,8 @@ def test_a_failing_on_end_keeps_the_last_checkpoint_and_the_rerun_resumes_from_i
                 "test_fraction": 0.25,
             },
             "peft": {"r": 2},
-            "train": {"max_steps": 3, "batch_size": 4, "logging_steps": 1, "eval_every": "no"},
+            # 12 training rows, 3 steps an epoch: the last step is not at the end of an epoch.
+            "train": {"max_steps": 4, "batch_size": 4, "logging_steps": 1, "eval_every": "no"},
             "eval": {"metrics": ["accuracy"]},
         }
     )
@@ -92,7 +94,7 @@ def test_a_failing_on_end_keeps_the_last_checkpoint_and_the_rerun_resumes_from_i
     with pytest.raises(ConnectionError, match="gone"):
         train(params, data, str(run_dir), on_end=tracking_gone)
     # Trained to the end, but not finished: the last step's checkpoint stays, no final adapter.
-    assert (run_dir / "checkpoints" / "checkpoint-3").is_dir()
+    assert (run_dir / "checkpoints" / "checkpoint-4").is_dir()
     assert not (run_dir / "adapter").exists()
 
     logged: list[int] = []
@@ -104,7 +106,13 @@ def test_a_failing_on_end_keeps_the_last_checkpoint_and_the_rerun_resumes_from_i
         on_log=lambda step, logs: logged.extend([step] if "loss" in logs else []),
         on_end=lambda: ended.append(True),
     )
-    assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-3")
-    assert result.global_step == 3 and logged == [1, 2, 3] and ended == [True]
-    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-4")
+    # Nothing more trained (the Trainer, resumed at the last step, would take a fifth): the adapter
+    # is exactly the one an uninterrupted training saves.
+    assert result.global_step == 4 and logged == [1, 2, 3, 4] and ended == [True]
     assert not (run_dir / "checkpoints").exists()
+    whole = train(params, data, str(tmp_path / "uninterrupted"))
+    resumed = load_file(os.path.join(result.adapter_dir, "adapter_model.safetensors"))
+    expected = load_file(os.path.join(whole.adapter_dir, "adapter_model.safetensors"))
+    assert resumed.keys() == expected.keys()
+    assert all(torch.equal(resumed[k], expected[k]) for k in expected)
