@@ -85,7 +85,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, hub: LocalHub) -> Iterator[L
         for key, value in env.items():
             patch.setenv(key, value)
         stack = LocalStack(tmp_path_factory.mktemp("failures-home"))
-        stack.start()
+        # No nightly retrain firing into these tests (at 02:00 UTC it would take the training slot).
+        stack.start("--no-schedules")
         try:
             yield stack
         finally:
