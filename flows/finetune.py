@@ -6,9 +6,12 @@ never live models. The flow body reads as the pipeline's table of contents.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -19,7 +22,7 @@ from prefect.concurrency.sync import concurrency
 
 from flows import tracking
 from flows.params import FinetuneParams
-from flows.retries import NETWORK_RETRIES
+from flows.retries import NETWORK_RETRIES, is_network_error
 from flows.steps import EvalResult, TokenizedData, TrainResult, WrapResult
 from flows.steps import data as data_step
 from flows.steps import evaluate as evaluate_step
@@ -28,6 +31,7 @@ from flows.steps import publish as publish_step
 from flows.steps import train as train_step
 
 TRAINING_LIMIT = "peftflow-training"
+SLOT_RELEASE_WAIT_S = 120.0  # longer than the Prefect client's own retries (~60 s) of a state change
 
 
 def run_key(params: FinetuneParams, data_fingerprint: str) -> str:
@@ -80,7 +84,14 @@ def train_task(params: FinetuneParams, data: TokenizedData, run_dir: str, run_id
             from flows.distributed import launch
 
             return launch.train(params, data, run_dir, run_id)
-        return train_step.train(params, data, run_dir, on_log=tracking.RunTracker(run_id).log_step)
+        tracker = tracking.RunTracker(run_id)
+        return train_step.train(
+            params,
+            data,
+            run_dir,
+            on_log=tracker.log_step,
+            on_end=functools.partial(tracker.flush_steps, params.tracking.flush_timeout_s),
+        )
 
 
 @contextmanager
@@ -88,15 +99,60 @@ def training_slot() -> Iterator[None]:
     """One training at a time on a machine (one GPU): every training takes a slot of the global
     concurrency limit `peftflow-training`. With a Prefect server the limit is created (one slot) when
     nobody has, and the slot is strict: a training never runs without one. Prefect's ephemeral mode
-    (no server, one process) needs none."""
+    (no server, one process) needs none.
+
+    Giving the slot back needs the server. A training that ran through a restart of the Prefect
+    server waits (up to SLOT_RELEASE_WAIT_S) for it to answer again before releasing; if the release
+    still fails, the finished training is kept (a warning says so) and the slot's lease expires on
+    the server by itself."""
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
         yield
         return
     ensure_training_limit()
-    with concurrency(TRAINING_LIMIT, occupy=1, strict=True):
-        yield
+    trained = False
+    try:
+        with concurrency(TRAINING_LIMIT, occupy=1, strict=True):
+            _logger().info("took a slot of %r", TRAINING_LIMIT)
+            yield
+            trained = True
+            wait_for_prefect(SLOT_RELEASE_WAIT_S)
+        _logger().info("gave the slot of %r back", TRAINING_LIMIT)
+    except Exception as exc:
+        if not trained or not is_network_error(exc):
+            raise
+        _logger().warning(
+            "training finished, but its slot of %r could not be released (%s: %s); the slot's lease "
+            "expires on the Prefect server by itself",
+            TRAINING_LIMIT,
+            type(exc).__name__,
+            exc,
+        )
+
+
+def _logger() -> Any:
+    """The run's logger (its lines show on the flow run page), or this module's outside a run."""
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def wait_for_prefect(timeout_s: float) -> bool:
+    """Wait until the Prefect API answers (True), for at most `timeout_s` seconds (then False)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with get_client(sync_client=True) as client:
+            if client.api_healthcheck() is None:
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
 
 
 def ensure_training_limit(slots: int = 1) -> None:
@@ -183,7 +239,7 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
             commit_url = publish_step.commit_url(params, commit)
             tracker.log_publish(commit, params.publish.repo_id, commit_url)
     except BaseException:
-        tracker.finish("FAILED")
+        tracker.fail()
         raise
     tracker.finish()
     summary = {

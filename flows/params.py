@@ -268,6 +268,12 @@ class TrackingParams(_Strict):
         False, description="Store the base model inside the MLflow model instead of referencing its Hub id"
     )
     system_metrics: bool = Field(True, description="Log CPU, memory, disk, network (and GPU) use as system/*")
+    flush_timeout_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long the end of training waits for an unreachable MLflow server to take the "
+        "training metrics held back meanwhile; past it the run fails, its checkpoints kept for a rerun",
+    )
 
 
 class PromotionParams(_Strict):

@@ -10,6 +10,7 @@ Rank 0 alone streams the Trainer logs to the MLflow run and writes `<launch_dir>
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -61,12 +62,15 @@ def main(argv: list[str] | None = None) -> int:
 
     params = FinetuneParams.model_validate(job["params"])
     data = TokenizedData(**job["data"])
-    on_log = None
+    on_log: train_step.LogFn | None = None
+    on_end: train_step.EndFn | None = None
     if rank() == 0:
         from flows import tracking
 
-        on_log = tracking.RunTracker(job["run_id"]).log_step
-    result = train_step.train(params, data, job["run_dir"], on_log=on_log)
+        tracker = tracking.RunTracker(job["run_id"])
+        on_log = tracker.log_step
+        on_end = functools.partial(tracker.flush_steps, params.tracking.flush_timeout_s)
+    result = train_step.train(params, data, job["run_dir"], on_log=on_log, on_end=on_end)
     if rank() == 0:
         write_json_atomic(os.path.join(launch_dir, RESULT_FILE), dataclasses.asdict(result))
     _leave_process_group()

@@ -182,6 +182,15 @@ def _env(stack: Stack) -> dict[str, str]:
     env["PREFECT_UI_API_URL"] = f"{stack.prefect_url}/api"
     env["PREFECT_SERVER_API_HOST"] = HOST
     env["PREFECT_SERVER_API_PORT"] = str(stack.prefect_port)
+    # The pipeline's own loggers (flows.*) reach the flow run's logs in the UI, e.g. a tracking outage.
+    env.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "flows")
+    # Concurrency leases (the training slot, the retrain deployment's limit) on disk under PREFECT_HOME,
+    # not in the server's memory: a restarted server still knows who holds a slot, and frees the slot
+    # of a holder that died once its lease expires. In memory, a restart would keep such a slot taken
+    # for ever, and every later training would wait for it.
+    env.setdefault(
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem"
+    )
     # The served process looks for new runs every 2 s (Prefect's default: 10 s): a click on Run starts
     # the run at once.
     env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")

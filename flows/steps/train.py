@@ -13,7 +13,12 @@
 - Generative tasks train with `TokenMeanTrainer` (flows.steps.trainer): the loss is the mean over
   the target tokens of each optimizer step; `data.packing` packs batches (checked on the model first).
 - `on_log(step, logs)` receives every Trainer log (train loss, validation metrics) as it happens; the
-  flow uses it to stream metrics to MLflow without this module knowing about MLflow.
+  flow uses it to stream metrics to MLflow without this module knowing about MLflow. A resumed run
+  first receives the logs its checkpoint recorded, so the logs of a finished training always cover
+  steps 1..N, whichever attempt trained them.
+- `on_end()` runs once training is done, before the adapter is saved and the checkpoints are removed
+  (the flow sends metrics held back by a tracking outage there): if it raises, the checkpoints stay
+  and rerunning the run resumes from the newest, the last step's included.
 - Under `accelerate launch` (DDP, one process per device; see flows.distributed.launch) every rank runs this same
   function. Only the world's process zero forwards logs, saves the adapter and removes the checkpoints;
   the figures it returns are rank 0's (the logged losses are already averaged over ranks by the Trainer).
@@ -38,6 +43,7 @@ from flows.steps.trainer import TokenMeanTrainer, check_packing, data_collator
 from peftcore.trainer import AdapterTrainer
 
 LogFn = Callable[[int, dict[str, float]], None]
+EndFn = Callable[[], None]
 
 
 def pick_precision(params: FinetuneParams) -> tuple[str, str]:
@@ -91,7 +97,11 @@ def planned_steps(params: FinetuneParams, train_rows: int) -> int:
 
 
 def train(
-    params: FinetuneParams, data: TokenizedData, run_dir: str, on_log: LogFn | None = None
+    params: FinetuneParams,
+    data: TokenizedData,
+    run_dir: str,
+    on_log: LogFn | None = None,
+    on_end: EndFn | None = None,
 ) -> TrainResult:
     """Fine-tune the adapter described by `params` on `data`; returns where the adapter is and figures."""
     from datasets import load_from_disk
@@ -188,13 +198,25 @@ def train(
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=resume)
+    finished = _finished_state(resume)
+    if finished is None:
+        output = trainer.train(resume_from_checkpoint=resume)
+        global_step, train_loss = int(output.global_step), float(output.training_loss)
+    else:
+        # Trained to the last step by an attempt that failed afterwards (see on_end). Resumed there, the
+        # Trainer would take one step more than asked, so the checkpoint's weights and state are restored.
+        _restore(trainer, model, finished, str(resume), selecting)
+        global_step = int(finished.global_step)
+        losses = [h["loss"] for h in finished.log_history if "loss" in h]
+        train_loss = sum(losses) / len(losses) if losses else float("nan")
     runtime = time.perf_counter() - start
 
     # Under FSDP each rank holds shards: gather the full state dict (a collective, so every rank calls
     # it; rank 0 gets the tensors) and save the adapter from it.
     gathered = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
     if trainer.is_world_process_zero():
+        if on_end is not None:
+            on_end()
         model.peft_config["default"].base_model_name_or_path = base_model_hub_id(params.model)
         model.save_pretrained(adapter_dir, state_dict=gathered)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -203,10 +225,13 @@ def train(
     epochs_done = float(trainer.state.epoch or 0.0)
     return TrainResult(
         adapter_dir=adapter_dir,
-        global_step=int(output.global_step),
-        train_loss=float(output.training_loss),
+        global_step=global_step,
+        train_loss=train_loss,
         train_runtime_s=runtime,
-        train_tokens_per_s=data.num_train_tokens * epochs_done / runtime if runtime > 0 else 0.0,
+        # Nothing trained in this attempt (a restored, finished checkpoint): no throughput to report.
+        train_tokens_per_s=data.num_train_tokens * epochs_done / runtime
+        if runtime > 0 and finished is None
+        else 0.0,
         peak_memory_mb=_peak_memory_mb(device),
         device=device,
         log_history=list(trainer.state.log_history),
@@ -215,6 +240,34 @@ def train(
             getattr(trainer.accelerator.distributed_type, "value", trainer.accelerator.distributed_type)
         ),
     )
+
+
+def _finished_state(checkpoint: str | None) -> Any:
+    """The Trainer state saved in `checkpoint` when it is the training's last step, else None."""
+    from transformers import TrainerState
+
+    if checkpoint is None:
+        return None
+    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    return state if state.max_steps and state.global_step >= state.max_steps else None
+
+
+def _restore(trainer: Trainer, model: Any, state: Any, checkpoint: str, selecting: bool) -> None:
+    """Give `trainer` the finished training of `checkpoint`: its state and its adapter weights (those of
+    the best checkpoint when selecting on validation, as `load_best_model_at_end` would)."""
+    from safetensors.torch import load_file
+
+    best = state.best_model_checkpoint
+    weights_dir = best if selecting and best and os.path.isdir(best) else checkpoint
+    loaded = model.load_state_dict(load_file(os.path.join(weights_dir, "model.safetensors")), strict=False)
+    if loaded.unexpected_keys:
+        raise RuntimeError(
+            f"checkpoint {weights_dir} does not fit this model (unexpected keys {loaded.unexpected_keys[:5]}); "
+            "remove it to train afresh"
+        )
+    trainer.state = state
+    # What a resumed training does first: the callbacks see the restored history (the logs are replayed).
+    trainer.control = trainer.callback_handler.on_train_begin(trainer.args, trainer.state, trainer.control)
 
 
 def _peak_memory_mb(device: str) -> float:
@@ -230,13 +283,22 @@ class _LogForwarder(TrainerCallback):
     def __init__(self, on_log: LogFn) -> None:
         self._forward = on_log
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:  # type: ignore[override]
+        # Resuming: the checkpoint's history holds the logs of the steps trained before it.
+        if state.is_world_process_zero:
+            for logs in state.log_history:
+                self._send(int(logs.get("step", 0)), logs)
+
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
     ) -> None:  # type: ignore[override]
         if logs and state.is_world_process_zero:
-            numbers = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
-            # The Trainer evaluates the validation split under its own "eval_" prefix.
-            self._forward(int(state.global_step), {_val_name(k): v for k, v in numbers.items()})
+            self._send(int(state.global_step), logs)
+
+    def _send(self, step: int, logs: dict[str, Any]) -> None:
+        numbers = {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and k != "step"}
+        # The Trainer evaluates the validation split under its own "eval_" prefix.
+        self._forward(step, {_val_name(k): v for k, v in numbers.items()})
 
 
 def _val_name(key: str) -> str:

@@ -8,6 +8,7 @@ The tracking URI comes from `MLFLOW_TRACKING_URI` (default `sqlite:///mlflow.db`
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -20,6 +21,9 @@ from mlflow.tracking import MlflowClient
 
 from flows.params import FinetuneParams
 from flows.steps import EvalResult, TokenizedData, TrainResult, WrapResult, file_sha256
+from flows.tracking.buffer import StepBuffer, TrackingUnavailable, health_check
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 MODEL_ID_TAG = "model.id"  # the run's logged MLflow model (models:/<id>)
@@ -100,12 +104,19 @@ def run_url(run_id: str, experiment_id: str, uri: str | None = None) -> str | No
 
 
 class RunTracker:
-    """Logs to one existing MLflow run, by id."""
+    """Logs to one existing MLflow run, by id.
+
+    Training log steps (`log_step`) are buffered through an outage of the tracking server and must be
+    sent with `flush_steps` before the run is closed; everything else is sent at once, with the MLflow
+    client's own retries.
+    """
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.client = _client()
         self._monitor: Any = None
+        self._healthy = health_check(tracking_uri())
+        self._steps = StepBuffer(self.client, run_id, self._healthy)
 
     @classmethod
     def start(cls, params: FinetuneParams, tags: dict[str, str | None]) -> RunTracker:
@@ -216,7 +227,12 @@ class RunTracker:
                 continue
             elif key in ("learning_rate", "grad_norm") or key.startswith("val_"):
                 renamed[key] = value
-        self.log_metrics(renamed, step=step)
+        self._steps.add(renamed, step=step)
+
+    def flush_steps(self, timeout_s: float) -> None:
+        """Send the training steps an outage held back, waiting up to `timeout_s` seconds for the
+        server; raises `TrackingUnavailable` if it stays gone (the run must not be closed as complete)."""
+        self._steps.flush(timeout_s)
 
     def log_train(self, result: TrainResult) -> str:
         """Figures, the adapter as an artifact, its checksum; returns the checksum."""
@@ -305,10 +321,28 @@ class RunTracker:
         self._monitor.start()
 
     def finish(self, status: str = "FINISHED") -> None:
+        if status == "FINISHED" and self._steps.pending_steps:
+            raise TrackingUnavailable(
+                f"run {self.run_id} cannot finish with training steps {self._steps.pending_steps} unsent"
+            )
         if self._monitor is not None:
             self._monitor.finish()  # flushes what it sampled, while the run is still open
             self._monitor = None
         self.client.set_terminated(self.run_id, status=status)
+
+    def fail(self) -> None:
+        """Mark the run FAILED, best effort: it never raises (the flow's own error is what matters)
+        and never waits out the client's minutes of retries on a server that is gone. The run then
+        stays RUNNING in MLflow; the flow run's error says why."""
+        if not self._healthy():
+            logger.warning(
+                "MLflow run %s cannot be marked FAILED: the tracking server is unreachable", self.run_id
+            )
+            return  # the system metrics thread is a daemon: it ends with this process
+        try:
+            self.finish("FAILED")
+        except Exception as exc:  # reporting a failure must not replace it
+            logger.warning("MLflow run %s could not be marked FAILED (%s)", self.run_id, type(exc).__name__)
 
     # -- reading back ----------------------------------------------------------------------------
     def params_yaml(self) -> str:

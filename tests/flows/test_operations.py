@@ -223,7 +223,8 @@ def test_timeout_kills_the_process_tree_and_the_rerun_resumes(
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_id != failed.info.run_id
     assert run.data.tags["train.resumed_from"] == "checkpoint-2"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [3, 4, 5, 6]
+    # It records the whole training: the checkpoint's steps (1, 2), then those it trained itself.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2, 3, 4, 5, 6]
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     # Both runs carry MLflow system metrics (sampled every second here, every 10 s by default).
     for run_id in (failed.info.run_id, run.info.run_id):

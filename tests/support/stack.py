@@ -75,6 +75,64 @@ class LocalStack:
         out = self.cli("stop", timeout=200)
         return out.stdout + out.stderr
 
+    # -- one service down and up again, as a crash or an operator's restart does it ---------------------
+    def stop_service(self, service: str, kill: bool = False, timeout: float = 60) -> None:
+        """Stop one process of the stack and everything it started: SIGTERM (a restart), or SIGKILL
+        (`kill`, a crash); returns once all of them are gone."""
+        import psutil
+
+        entry = json.loads((self.home / "state.json").read_text())["processes"][service]
+        root = psutil.Process(entry["pid"])
+        tree = [root, *root.children(recursive=True)]
+        for proc in tree:
+            proc.kill() if kill else proc.terminate()
+        _, alive = psutil.wait_procs(tree, timeout=timeout)
+        if alive:
+            raise TimeoutError(f"{service} processes still alive {timeout} s after the signal: {alive}")
+
+    def start_service(self, service: str, timeout: float = 180) -> float:
+        """Start one stopped service again, with the command, port, data and environment `peftflow serve`
+        gave it, recorded in state.json so that `stop` stops it; returns the seconds until it answered.
+
+        The process is spawned by a short-lived helper, so that it is nobody's child here: a stopped
+        server is then reaped at once, as the servers `peftflow serve` starts are.
+        """
+        began = time.monotonic()
+        script = (
+            "import json, sys\n"
+            "from pathlib import Path\n"
+            "from flows.stack import serve\n"
+            "home, service, prefect_port, mlflow_port = Path(sys.argv[1]), sys.argv[2], *map(int, sys.argv[3:])\n"
+            "stack = serve.Stack(home, prefect_port, mlflow_port)\n"
+            "state = serve.read_state(home)\n"
+            "cmd = state['processes'][service]['cmd']\n"
+            "state['processes'][service] = serve._spawn(cmd, stack.log_file(service), serve._env(stack))\n"
+            "serve._write_state(stack.state_file, state)\n"
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                str(self.home),
+                service,
+                str(self.prefect_port),
+                str(self.mlflow_port),
+            ],
+            cwd=REPO_ROOT,
+            check=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+        health = {"mlflow": f"{self.mlflow_url}/health", "prefect": f"{self.prefect_url}/api/health"}[service]
+
+        def answers() -> bool:
+            with urllib.request.urlopen(health, timeout=5) as resp:
+                return bool(resp.status == 200)
+
+        wait_until(answers, timeout, f"{service} answering {health} after a restart")
+        return time.monotonic() - began
+
     # -- Prefect REST, as the UI calls it --------------------------------------------------------------
     def api(self, path: str, body: Any = None, method: str | None = None) -> Any:
         """One REST call; 429/502/503 (a busy SQLite server) are retried with backoff, as Prefect's client does."""
