@@ -21,9 +21,23 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     stack = LocalStack(tmp_path_factory.mktemp("peftflow-home"))
     stack.start()
     try:
+        _hold_the_nightly_retrain(stack)
         yield stack
     finally:
         stack.stop()
+
+
+def _hold_the_nightly_retrain(stack: LocalStack) -> None:
+    """The stack serves the real nightly schedule (02:00 UTC), which the tests check; a run of it firing
+    while the retrain tests run would train the full quickstart and hold the retrain deployment's slot.
+    So the schedule stays but is switched off, and runs it already queued are deleted (the restart test
+    serves again, which switches it back on, as a restart does)."""
+    dep = stack.deployment("retrain")
+    for schedule in dep["schedules"]:
+        stack.api(f"/deployments/{dep['id']}/schedules/{schedule['id']}", {"active": False}, method="PATCH")
+    body = {"flow_runs": {"deployment_id": {"any_": [dep["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}}
+    for run in stack.api("/flow_runs/filter", body):
+        stack.api(f"/flow_runs/{run['id']}", method="DELETE")
 
 
 @pytest.fixture(scope="session")
