@@ -152,7 +152,7 @@ def test_compare_prints_one_row_per_run(cli: SimpleNamespace) -> None:
     assert header == [
         "run",
         "method",
-        "r",
+        "size",  # the method's size knob: r for LoRA (target_r for AdaLoRA, virtual tokens for prompts)
         "trainable%",
         "val_accuracy",
         "val_f1",
