@@ -42,7 +42,16 @@ class AdaLoraConfig(LoraConfig):
     # A LoRA field HF PEFT's AdaLoraConfig inherits and refuses: accepted empty, for its files.
     loftq_config: dict[str, Any] = field(default_factory=dict)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # HF PEFT spells "biases of the adapted layers" `<method>_only`; for AdaLoRA's layers that is
+        # LoRA's "lora_only" (they share the prefix `lora_`).
+        if name == "bias" and value == "adalora_only":
+            value = "lora_only"
+        super().__setattr__(name, value)
+
     def __post_init__(self) -> None:
+        if self.loftq_config:
+            raise ValueError("ADALORA does not support LOFTQ: leave loftq_config empty")
         schedule, self.rank_pattern = self.rank_pattern, {}  # LoRA's check expects integer ranks
         super().__post_init__()
         self.rank_pattern = schedule

@@ -108,7 +108,6 @@ class AdaLoraModel(BaseTuner):
         **kwargs: Any,
     ) -> None:
         ada = cast(AdaLoraConfig, config)
-        kwargs.pop("low_cpu_mem_usage", None)
         if isinstance(target, AdaLoraLayer):
             target.update_layer(adapter_name, ada, ada.init_r, ada.lora_alpha, **kwargs)
             return
