@@ -41,3 +41,16 @@ def test_bench_quick_tiny_prints_ratios() -> None:
     else:
         assert re.search(rf"ratio peftcore/peft\s+{RATIO}", out), out
         assert re.search(r"memory peftcore/peft peak\s+= \d+\.\d{3}x", out), out
+
+
+@pytest.mark.slow
+def test_method_step_bench_quick_prints_a_ratio_per_method() -> None:
+    pytest.importorskip("peft")
+    bench = BENCH.parent / "method_step.py"
+    cmd = [sys.executable, str(bench), "--quick", "--methods", "ia3,prompt_tuning,loha"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for method in ("ia3", "prompt_tuning", "loha"):
+        assert re.search(rf"^{method}\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+[\d.]+x\s+[\d.]+x$", proc.stdout, re.M), (
+            proc.stdout
+        )
