@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-readme", action="store_true")
     args = ap.parse_args()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for method in args.methods.split(","):
         if method in NOT_APPLICABLE:
             rows.append({"method": method, "reason": NOT_APPLICABLE[method]})
@@ -163,6 +163,8 @@ def main() -> None:
             f"{method}: acc {r['accuracy']:.3f}, {r['percent']:.3f}% trainable, {r['train_s']:.0f} s",
             flush=True,
         )
+        if args.write_readme:  # after every method, so an interrupted run leaves the rows it measured
+            write_readme(table(rows, args.epochs))
     text = table(rows, args.epochs)
     print(text)
     if args.write_readme:
