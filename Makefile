@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-browser run example test test-fast lint format typecheck bench check clean serve stop status peft-suite
+.PHONY: setup setup-browser run example test test-fast lint format typecheck bench check clean serve stop status peft-suite peft-suite-methods
 
 setup: $(STAMP)
 
@@ -59,8 +59,21 @@ PEFT_SUITE_SELECTIONS ?= $(PEFT_SUITE_KIT)/selections/lora_core_realpass.txt
 peft-suite: setup
 	PEFT_SUITE_KIT=$(PEFT_SUITE_KIT) tools/peft-suite/measure.sh $(PEFT_SUITE_SELECTIONS)
 
+# The issue-10 methods (prompt tuning, P-tuning, prefix tuning, PiSSA/OLoRA, AdaLoRA, IA3, LoHa, LoKr):
+# first their real-peft baseline (the denominator), then the run against peftcore (~40 min on 2 cores).
+PEFT_SUITE_METHODS := prompt_tuning p_tuning prefix_tuning pissa_olora adalora ia3 loha lokr
+peft-suite-methods: setup
+	mkdir -p peft-suite-real
+	for m in $(PEFT_SUITE_METHODS); do \
+	  $(PEFT_SUITE_KIT)/run.sh real tools/peft-suite/selections/$$m.txt peft-suite-real/$$m; done
+	cat $(PEFT_SUITE_METHODS:%=peft-suite-real/%.tsv) > peft-suite-real/methods.tsv
+	PEFT_SUITE_KIT=$(PEFT_SUITE_KIT) PEFT_SUITE_PIECES=2 PEFT_SUITE_REAL=peft-suite-real/methods.tsv \
+	  tools/peft-suite/measure.sh $(PEFT_SUITE_METHODS:%=tools/peft-suite/selections/%.txt)
+
 bench: setup
 	$(PY) bench/lora_step.py
+	$(PY) bench/method_step.py
+	$(PY) bench/method_table.py --write-readme
 	HF_HUB_OFFLINE=1 $(PY) bench/pipeline.py
 	$(PY) bench/packing.py
 

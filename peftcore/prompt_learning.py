@@ -10,6 +10,7 @@ tokens enter a forward pass or `generate` is in `prompt_forward.py`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -31,6 +32,12 @@ def input_embeddings(model: nn.Module) -> nn.Module | None:
         with contextlib.suppress(NotImplementedError):
             return cast(nn.Module | None, getter())
     return None
+
+
+def takes_a_cache(model: nn.Module) -> bool:
+    """Does the model's forward take an attention cache (`cache`, or `past_key_values` before transformers 5)?"""
+    params = inspect.signature(model.forward).parameters
+    return "cache" in params or "past_key_values" in params
 
 
 def uses_gradient_checkpointing(model: nn.Module) -> bool:
@@ -107,6 +114,13 @@ class PromptLearningTuner:
                 f"{type(config).__name__}: {_peft_type(config)} does not work with gradient checkpointing (the "
                 "checkpointed layers are recomputed without the prefix cache). Call "
                 "model.gradient_checkpointing_disable() before get_peft_model, or use prompt tuning"
+            )
+        if encoder_cls.injects == "cache" and not takes_a_cache(self.model):
+            raise ValueError(
+                f"{type(config).__name__}: Model does not support past key values which are required for prefix "
+                f"tuning: {type(self.model).__name__}.forward takes no `cache` / `past_key_values` (an encoder-only "
+                "model has no attention cache); use prompt tuning or P-tuning (PromptTuningConfig, "
+                "PromptEncoderConfig) for it"
             )
         model_config = getattr(self.model, "config", None)
         if model_config is not None:

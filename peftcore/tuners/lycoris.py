@@ -21,7 +21,7 @@ from torch import nn
 from peftcore.config import PeftConfig
 from peftcore.constants import LORA_DEFAULT_TARGETS
 from peftcore.tuners.base import BaseTuner
-from peftcore.tuners.base_layer import BaseTunerLayer, adapter_dtype_for
+from peftcore.tuners.base_layer import BaseTunerLayer, adapter_dtype_for, features_of
 from peftcore.tuners.config_checks import (
     as_module_list,
     as_name_set,
@@ -99,6 +99,9 @@ class LycorisLayer(BaseTunerLayer):
         self.scaling: dict[str, float] = {}
         self.rank_dropout: dict[str, float] = {}
         self.module_dropout: dict[str, float] = {}
+        in_features, out_features = features_of(self.get_base_layer())
+        self.in_features = int(in_features or 0)
+        self.out_features = int(out_features or 0)
         for name in self.adapter_layer_names:
             setattr(self, name, nn.ParameterDict())
 
@@ -133,9 +136,10 @@ class LycorisLayer(BaseTunerLayer):
         self.module_dropout[adapter_name] = config.module_dropout
         weight = cast(torch.Tensor, cast(Any, self.get_base_layer()).weight)
         dtype = adapter_dtype_for(weight, autocast_adapter_dtype)
+        device = torch.device("meta") if low_cpu_mem_usage else weight.device  # filled by the loader
         for name, tensor in self.create_factors(adapter_name, r, config).items():
             box = cast(nn.ParameterDict, getattr(self, name))
-            box[adapter_name] = nn.Parameter(tensor.to(device=weight.device, dtype=dtype))
+            box[adapter_name] = nn.Parameter(tensor.to(device=device, dtype=dtype))
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
 
     def delta_weight(self, adapter_name: str, rank_dropout: bool = False) -> torch.Tensor:

@@ -114,11 +114,9 @@ def test_pruned_files_match_and_load_across_libraries(trained: dict[str, Any]) -
         torch.testing.assert_close(merged_pc[key], value, atol=1e-5, rtol=1e-5, msg=key)
 
 
-def test_the_optimizer_hook_runs_the_schedule_without_user_code(trained: dict[str, Any]) -> None:
-    torch.manual_seed(0)
-    config = peftcore.AdaLoraConfig(task_type="CAUSAL_LM", init_lora_weights=False, **SCHEDULE)
-    model = peftcore.get_peft_model(base_model(), config)
-    # The trained pair's starting weights: HF PEFT's init from the same seed.
+def test_the_optimizer_hook_runs_the_schedule_when_asked_and_stays_out_of_plain_loops(
+    trained: dict[str, Any],
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(0)
@@ -126,12 +124,20 @@ def test_the_optimizer_hook_runs_the_schedule_without_user_code(trained: dict[st
             base_model(),
             trained["peft"].AdaLoraConfig(task_type="CAUSAL_LM", init_lora_weights=False, **SCHEDULE),
         )
-    start = {k: v for k, v in fresh.state_dict().items() if "lora_" in k}
-    model.load_state_dict(start, strict=False)
-    losses = train(model, 12, manual=False)
+    start = {k: v for k, v in fresh.state_dict().items() if "lora_" in k}  # the trained pair's start
+    models = {}
+    for mode in ("trainer", "always"):
+        config = peftcore.AdaLoraConfig(task_type="CAUSAL_LM", init_lora_weights=False, **SCHEDULE)
+        models[mode] = peftcore.get_peft_model(base_model(), config)
+        models[mode].load_state_dict(start, strict=False)
+        models[mode].base_model.allocate_on_optimizer_step = mode
+        losses = train(models[mode], 12, manual=False)
+    # "always": the hook alone reproduces HF PEFT's manual loop.
     assert losses == pytest.approx(trained["losses"]["peft"], rel=1e-5)
     expected = stripped(trained["models"]["peft"].peft_config["default"].rank_pattern)
-    assert stripped(model.peft_config["default"].rank_pattern) == expected
+    assert stripped(models["always"].peft_config["default"].rank_pattern) == expected
+    # Default: a plain loop that never calls update_and_allocate prunes nothing, as with HF PEFT.
+    assert models["trainer"].peft_config["default"].rank_pattern is None
 
 
 def test_a_manual_loop_takes_over_from_the_hook_without_running_a_step_twice() -> None:
@@ -140,6 +146,9 @@ def test_a_manual_loop_takes_over_from_the_hook_without_running_a_step_twice() -
         torch.manual_seed(0)
         config = peftcore.AdaLoraConfig(task_type="CAUSAL_LM", init_lora_weights=False, **SCHEDULE)
         models[manual] = peftcore.get_peft_model(base_model(), config)
+        models[
+            manual
+        ].base_model.allocate_on_optimizer_step = "always"  # the hook runs; the loop may call too
         train(models[manual], 12, manual=manual)
     assert (
         models[True].peft_config["default"].rank_pattern == models[False].peft_config["default"].rank_pattern

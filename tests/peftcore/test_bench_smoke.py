@@ -58,3 +58,16 @@ def test_qlora_bench_quick_tiny_prints_ratios_and_memory() -> None:
     # Same 4-bit base, same adapter init: both libraries start from the same loss.
     losses = re.findall(r"^\s+(peftcore|peftcore-b|peft)\s+(\d+\.\d{6})", out, flags=re.M)
     assert len({value for _, value in losses}) == 1, losses
+
+
+@pytest.mark.slow
+def test_method_step_bench_quick_prints_a_ratio_per_method() -> None:
+    pytest.importorskip("peft")
+    bench = BENCH.parent / "method_step.py"
+    cmd = [sys.executable, str(bench), "--quick", "--methods", "ia3,prompt_tuning,loha"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for method in ("ia3", "prompt_tuning", "loha"):
+        assert re.search(rf"^{method}\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+[\d.]+x\s+[\d.]+x$", proc.stdout, re.M), (
+            proc.stdout
+        )

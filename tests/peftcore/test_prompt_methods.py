@@ -289,6 +289,14 @@ def test_prefix_tuning_with_gradient_checkpointing_is_refused_before_any_change(
         peft_model.gradient_checkpointing_enable()
 
 
+def test_prefix_tuning_on_a_model_without_a_cache_is_refused_before_any_change() -> None:
+    model = tiny.build("bert")
+    before = [(n, p.requires_grad) for n, p in model.named_parameters()]
+    with pytest.raises(ValueError, match=r"does not support past key values.*use prompt tuning or P-tuning"):
+        peftcore.get_peft_model(model, config(peftcore, "prefix", "bert"))
+    assert [(n, p.requires_grad) for n, p in model.named_parameters()] == before
+
+
 def test_generate_without_input_ids_names_the_argument() -> None:
     model = peftcore.get_peft_model(tiny.build("llama"), config(peftcore, "prompt_tuning", "llama"))
     with pytest.raises(ValueError, match="needs input_ids"):

@@ -6,7 +6,8 @@
 # usage: tools/peft-suite/measure.sh [SELECTION...]      (from the repository root)
 #   SELECTION: selection files of the kit; default: selections/lora_core_realpass.txt
 #   PEFT_SUITE_KIT (../shared/peft-suite), PEFT_SUITE_OUT (peft-suite-out), PEFT_SUITE_PIECES (5),
-#   PT_TIMEOUT (per-test timeout, s) are read from the environment.
+#   PT_TIMEOUT (per-test timeout, s) are read from the environment; PEFT_SUITE_REAL (a tsv of the kit's
+#   `run.sh real` over the same selections) makes the denominator the cases that pass on real peft.
 set -u
 KIT=$(realpath "${PEFT_SUITE_KIT:-../shared/peft-suite}")
 OUT=$(realpath -m "${PEFT_SUITE_OUT:-peft-suite-out}")
@@ -40,4 +41,6 @@ for SEL in "$@"; do
   done
   cat "$OUT/$NAME".*.tsv > "$OUT/$NAME.tsv"
 done
-"$PY" "$HERE/summarize.py" --exclusions docs/peft-suite-exclusions.md "$@" --out "$OUT"
+REAL=()
+[ -n "${PEFT_SUITE_REAL:-}" ] && REAL=(--real "$PEFT_SUITE_REAL")
+"$PY" "$HERE/summarize.py" --exclusions docs/peft-suite-exclusions.md "${REAL[@]}" "$@" --out "$OUT"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from peftcore.config import PeftType
@@ -39,8 +39,19 @@ class AdaLoraConfig(LoraConfig):
     orth_reg_weight: float = 0.5
     total_step: int | None = None
     rank_pattern: Any = None
+    # A LoRA field HF PEFT's AdaLoraConfig inherits and refuses: accepted empty, for its files.
+    loftq_config: dict[str, Any] = field(default_factory=dict)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # HF PEFT spells "biases of the adapted layers" `<method>_only`; for AdaLoRA's layers that is
+        # LoRA's "lora_only" (they share the prefix `lora_`).
+        if name == "bias" and value == "adalora_only":
+            value = "lora_only"
+        super().__setattr__(name, value)
 
     def __post_init__(self) -> None:
+        if self.loftq_config:
+            raise ValueError("ADALORA does not support LOFTQ: leave loftq_config empty")
         schedule, self.rank_pattern = self.rank_pattern, {}  # LoRA's check expects integer ranks
         super().__post_init__()
         self.rank_pattern = schedule
@@ -54,8 +65,9 @@ class AdaLoraConfig(LoraConfig):
                 raise ValueError(f"{name}={value!r} must be a positive integer")
         if self.total_step is None or isinstance(self.total_step, bool) or self.total_step <= 0:
             raise ValueError(
-                f"AdaLoRA does not work when `total_step` is None, supply a value > 0: total_step={self.total_step!r}; "
-                "pass the number of optimizer steps of the run, e.g. total_step=len(dataloader) * epochs"
+                "AdaLoRA does not work when `total_step` is None, supply a value > 0. "
+                f"(total_step={self.total_step!r}: pass the number of optimizer steps of the run, e.g. "
+                "total_step=len(dataloader) * epochs)"
             )
         if self.orth_reg_weight < 0:
             raise ValueError(

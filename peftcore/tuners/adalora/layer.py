@@ -56,6 +56,7 @@ class AdaLoraLayer(BaseTunerLayer):
         r: int,
         lora_alpha: float,
         autocast_adapter_dtype: bool = True,
+        low_cpu_mem_usage: bool = False,
         **kwargs: Any,
     ) -> None:
         """(Re)create `adapter_name` at rank `r` (0 is allowed: a fully pruned layer)."""
@@ -76,8 +77,9 @@ class AdaLoraLayer(BaseTunerLayer):
             e.zero_()
             nn.init.normal_(a, mean=0.0, std=0.02)
             nn.init.normal_(b, mean=0.0, std=0.02)
+        device = torch.device("meta") if low_cpu_mem_usage else weight.device  # filled by the loader
         for box, tensor in ((self.lora_A, a), (self.lora_E, e), (self.lora_B, b)):
-            box[adapter_name] = nn.Parameter(tensor.to(device=weight.device, dtype=dtype))
+            box[adapter_name] = nn.Parameter(tensor.to(device=device, dtype=dtype))
         rank = torch.full((1,), float(r), device=weight.device, dtype=dtype)
         self.ranknum[adapter_name] = nn.Parameter(rank, requires_grad=False)
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)

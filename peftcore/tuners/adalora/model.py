@@ -1,17 +1,19 @@
 """`AdaLoraModel`: AdaLoRA on a model — SVD layers, the rank schedule, the orthogonality penalty.
 
-Training needs nothing from the user beyond `total_step`: after every optimizer step that updates
-this adapter's tensors, the allocator runs (`update_and_allocate`) through a torch optimizer hook,
-so the transformers `Trainer` (or any loop) drives the schedule. A loop that calls
-`model.base_model.update_and_allocate(step)` itself, as HF PEFT asks, takes over from the hook at
-its first call (the step the hook already ran is not run twice). A forward whose
-output has a loss gets `orth_reg_weight · mean ‖PᵀP − I‖_F` over A and B added to it.
+Inside the transformers `Trainer` training needs nothing from the user beyond `total_step`: after
+every optimizer step that updates this adapter's tensors, the allocator runs (`update_and_allocate`)
+through a torch optimizer hook. A plain loop calls `model.base_model.update_and_allocate(step)` itself,
+as HF PEFT asks (the hook stays out of it, so such a loop computes exactly what HF PEFT does);
+`allocate_on_optimizer_step` = "always" / "never" changes that. A call to `update_and_allocate` takes
+over from the hook (the step the hook already ran is not run twice). A forward whose output has a
+loss gets `orth_reg_weight · mean ‖PᵀP − I‖_F` over A and B added to it.
 """
 
 from __future__ import annotations
 
+import sys
 import weakref
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import nn
@@ -38,6 +40,17 @@ def _after_any_optimizer_step(optimizer: torch.optim.Optimizer, args: Any, kwarg
         tuner._after_optimizer_step(ids)
 
 
+def _inside_trainer() -> bool:
+    """Is a transformers `Trainer` training loop on the call stack?"""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "_inner_training_loop" and "transformers" in code.co_filename:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
 def _watch(tuner: AdaLoraModel) -> None:
     global _HOOK
     _LIVE.add(tuner)
@@ -53,6 +66,8 @@ class AdaLoraModel(BaseTuner):
     default_target_modules: ClassVar[dict[str, Any]] = TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING
     method_name: ClassVar[str] = "AdaLoRA"
     supports_quantized_layers: ClassVar[bool] = False  # its SVD layers read the weight directly
+    # When the optimizer hook runs the schedule: inside a transformers Trainer (default), always, never.
+    allocate_on_optimizer_step: Literal["trainer", "always", "never"] = "trainer"
 
     def __init__(
         self, model: nn.Module, peft_config: Any, adapter_name: str = "default", **kwargs: Any
@@ -94,7 +109,6 @@ class AdaLoraModel(BaseTuner):
         **kwargs: Any,
     ) -> None:
         ada = cast(AdaLoraConfig, config)
-        kwargs.pop("low_cpu_mem_usage", None)
         if isinstance(target, AdaLoraLayer):
             target.update_layer(adapter_name, ada, ada.init_r, ada.lora_alpha, **kwargs)
             return
@@ -186,7 +200,10 @@ class AdaLoraModel(BaseTuner):
 
     def _after_optimizer_step(self, optimizer_param_ids: set[int]) -> None:
         name = self.trainable_adapter_name
-        if self._manual or name is None or not self.model.training:
+        mode = self.allocate_on_optimizer_step
+        if self._manual or name is None or not self.model.training or mode == "never":
+            return
+        if mode == "trainer" and not _inside_trainer():
             return
         layers = self.rankallocator.layers if self.rankallocator is not None else {}
         if not any(id(layer.lora_E[name]) in optimizer_param_ids for layer in layers.values()):

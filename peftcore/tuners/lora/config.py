@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from peftcore.config import PeftConfig, PeftType
 from peftcore.tuners.config_checks import as_name_set, check_layer_selection, pattern_value
-from peftcore.tuners.lora.svd_init import check_init_name
+from peftcore.tuners.lora.svd_init import check_init_name, is_weight_moving_init
 
 # HF PEFT LoRA fields peftcore does not implement, with the value meaning "feature off". A file
 # that turns one of them on is refused (see PeftConfig.from_dict).
@@ -45,7 +46,7 @@ _INERT = (
 )
 
 InitLora = bool | str  # True, False, "gaussian", "orthogonal", "pissa", "pissa_niter_<k>", "olora"
-_INITS: tuple[Any, ...] = (True, False, "gaussian", "orthogonal", "olora")
+_INITS: tuple[Any, ...] = (True, False, "gaussian", "orthogonal", "olora", "OLoRA")
 
 
 @dataclass
@@ -149,6 +150,15 @@ class LoraConfig(PeftConfig):
                 )
             self.modules_to_save = list(self.modules_to_save)
         check_layer_selection(self)
+        if self.use_rslora and (self.rank_pattern or self.alpha_pattern) and is_weight_moving_init(init):
+            warnings.warn(
+                "Using Rank-Stabilized LoRA with rank_pattern/alpha_pattern and post-training conversion of modified "
+                "base weights PiSSA/OLoRA means that you won't be able to pass "
+                "`path_initial_model_for_weight_conversion` to `save_pretrained` to restore the initial values of the "
+                "base weights; if you intend to do this, please ensure not to use rslora or rank_pattern/alpha_pattern.",
+                UserWarning,
+                stacklevel=3,
+            )
         for name, value in self.rank_pattern.items():
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"rank_pattern[{name!r}]={value!r} must be a positive integer")

@@ -26,8 +26,10 @@ _NITER = re.compile(r"pissa_niter_(\d+)")
 
 
 def is_weight_moving_init(init: object) -> bool:
-    """Does this `init_lora_weights` value rewrite the base weight (PiSSA / OLoRA)?"""
-    return isinstance(init, str) and (init in ("pissa", "olora") or _NITER.fullmatch(init) is not None)
+    """Does this `init_lora_weights` value rewrite the base weight (PiSSA / OLoRA; "OLoRA" too)?"""
+    return isinstance(init, str) and (
+        init in ("pissa", "olora", "OLoRA") or _NITER.fullmatch(init) is not None
+    )
 
 
 def check_init_name(init: str) -> None:
@@ -42,7 +44,7 @@ def principal_factors(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A, B, W_res) in fp32 for an (out, in) weight, as in the module docstring."""
     w = weight.detach().to(torch.float32)
-    if init == "olora":
+    if init.lower() == "olora":
         q, rr = torch.linalg.qr(w)
         b, a = q[:, :r].contiguous(), rr[:r].contiguous()
     else:

@@ -181,6 +181,8 @@ _TABLE: dict[str, tuple[list, dict]] = {
     ),
     "peft.utils.constants": ([_pc_constants], {}),
     "peft.utils.hotswap": ([_opt("peftcore.tuners.lora.hotswap")], {}),
+    # LoHa / LoKr share peftcore.tuners.lycoris (HF PEFT's lycoris_utils: LycorisConfig, LycorisLayer).
+    "peft.tuners.lycoris_utils": ([_opt("peftcore.tuners.lycoris")], {}),
     "peft.utils.save_and_load": ([_pc_ser], {}),
     "peft.utils.peft_types": ([_pc_config], {}),
     "peft.import_utils": ([], {}),
