@@ -157,7 +157,13 @@ class DataParams(_Strict):
 class TrainParams(_Strict):
     epochs: float = Field(3, gt=0, description="Training epochs (ignored when max_steps > 0)")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs)")
-    learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate")
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Peak learning rate; empty = the PEFT method's own default (lora 2e-4, ia3 3e-3, "
+        "loha / lokr / adalora / p_tuning 1e-3, prefix_tuning 1e-2, prompt_tuning 3e-2)",
+    )
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps for warmup")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
@@ -322,7 +328,9 @@ class SweepGrid(_Strict):
         description="Ranks (virtual tokens for prompt methods, target_r for AdaLoRA; IA3 has none)",
     )
     learning_rates: list[float] = Field(
-        default_factory=lambda: [3e-3], min_length=1, description="Peak learning rates"
+        default_factory=lambda: [3e-3],
+        description="Peak learning rates; empty = each trial's own: the recipe's train.learning_rate, or "
+        "its method's default when the recipe leaves it empty",
     )
     metric: str = Field("val_accuracy", description="Validation metric (val_<name>) the trials are ranked by")
     direction: Literal["maximize", "minimize"] = Field("maximize")
@@ -344,7 +352,7 @@ class SweepGrid(_Strict):
 
     @model_validator(mode="after")
     def _size(self) -> SweepGrid:
-        n = len(self.methods) * len(self.ranks) * len(self.learning_rates)
+        n = len(self.methods) * len(self.ranks) * max(1, len(self.learning_rates))
         if n > self.max_trials:
             raise ValueError(f"the grid has {n} trials, more than max_trials={self.max_trials}")
         return self
@@ -394,6 +402,12 @@ class FinetuneParams(_Strict):
             )
         if d.chat_template and fmt != "chat":
             raise ValueError(f"data.chat_template is used by data.format='chat' only (format is {fmt!r})")
+        if t.gradient_checkpointing and self.peft.method == "prefix_tuning":
+            raise ValueError(
+                "train.gradient_checkpointing does not work with peft.method='prefix_tuning': the "
+                "checkpointed layers are recomputed without the prefix. Set train.gradient_checkpointing "
+                "to false, or use prompt_tuning / p_tuning (they prefix the input embeddings instead)"
+            )
         selecting = t.selection_features()
         if selecting and t.eval_every == "no":
             raise ValueError(f"{' and '.join(selecting)} need train.eval_every 'epoch' or 'steps'")
@@ -419,8 +433,14 @@ class FinetuneParams(_Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+    @property
+    def learning_rate(self) -> float:
+        """The run's peak learning rate: `train.learning_rate`, or the PEFT method's default."""
+        return self.train.learning_rate or self.peft.LEARNING_RATE
+
     def flat(self) -> dict[str, Any]:
-        """Dotted-key view for MLflow params (`peft.r`, `train.learning_rate`, ...)."""
+        """Dotted-key view for MLflow params (`peft.r`, `train.learning_rate`, ...); the learning rate
+        is the one the run uses, its method's default when the recipe leaves it empty."""
         out: dict[str, Any] = {}
 
         def walk(prefix: str, value: Any) -> None:
@@ -431,6 +451,7 @@ class FinetuneParams(_Strict):
                 out[prefix] = value
 
         walk("", self.model_dump(mode="json"))
+        out["train.learning_rate"] = self.learning_rate
         return out
 
 

@@ -18,6 +18,10 @@ Targets = list[str] | str | None
 class _Method(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
     CONFIG: ClassVar[str]
+    # The peak learning rate a run of this method gets when `train.learning_rate` is left empty. Methods
+    # train very different numbers of weights from very different starting points (a zero update, a
+    # unit scale, vocabulary embeddings), so one rate for all leaves most of them untrained.
+    LEARNING_RATE: ClassVar[float]
 
     @model_validator(mode="before")
     @classmethod
@@ -61,6 +65,7 @@ class _Method(BaseModel):
 
 class LoraParams(_Method):
     CONFIG: ClassVar[str] = "LoraConfig"
+    LEARNING_RATE: ClassVar[float] = 2e-4
     method: Literal["lora"] = Field("lora", description="PEFT method")
     r: int = Field(8, gt=0, description="LoRA rank")
     lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scaling = alpha / r)")
@@ -92,6 +97,7 @@ class LoraParams(_Method):
 
 class IA3Params(_Method):
     CONFIG: ClassVar[str] = "IA3Config"
+    LEARNING_RATE: ClassVar[float] = 3e-3
     method: Literal["ia3"] = "ia3"
     target_modules: Targets = Field(None, description="Modules to rescale; empty = the architecture default")
     feedforward_modules: Targets = Field(
@@ -122,11 +128,13 @@ class _Lycoris(_Method):
 
 class LoHaParams(_Lycoris):
     CONFIG: ClassVar[str] = "LoHaConfig"
+    LEARNING_RATE: ClassVar[float] = 1e-3
     method: Literal["loha"] = "loha"
 
 
 class LoKrParams(_Lycoris):
     CONFIG: ClassVar[str] = "LoKrConfig"
+    LEARNING_RATE: ClassVar[float] = 1e-3
     method: Literal["lokr"] = "lokr"
     decompose_both: bool = Field(False, description="Also factor the left Kronecker factor")
     decompose_factor: int = Field(-1, description="Split dimensions near this factor (-1: square root)")
@@ -135,6 +143,7 @@ class LoKrParams(_Lycoris):
 
 class AdaLoraParams(_Method):
     CONFIG: ClassVar[str] = "AdaLoraConfig"
+    LEARNING_RATE: ClassVar[float] = 1e-3
     method: Literal["adalora"] = "adalora"
     init_r: int = Field(12, gt=0, description="Rank of every layer at the start")
     target_r: int = Field(4, gt=0, description="Average rank per layer at the end")
@@ -170,6 +179,7 @@ class _Prompt(_Method):
 
 class PromptTuningParams(_Prompt):
     CONFIG: ClassVar[str] = "PromptTuningConfig"
+    LEARNING_RATE: ClassVar[float] = 3e-2
     method: Literal["prompt_tuning"] = "prompt_tuning"
     prompt_tuning_init: Literal["RANDOM", "SAMPLE_VOCAB", "TEXT"] = Field(
         "SAMPLE_VOCAB", description="Start from random vocabulary rows, N(0,1), or a text's tokens"
@@ -198,6 +208,7 @@ class PromptTuningParams(_Prompt):
 
 class PTuningParams(_Prompt):
     CONFIG: ClassVar[str] = "PromptEncoderConfig"
+    LEARNING_RATE: ClassVar[float] = 1e-3
     method: Literal["p_tuning"] = "p_tuning"
     encoder_reparameterization_type: Literal["MLP", "LSTM"] = Field("MLP", description="The prompt encoder")
     encoder_hidden_size: int = Field(128, gt=0, description="The encoder's hidden size")
@@ -207,6 +218,7 @@ class PTuningParams(_Prompt):
 
 class PrefixTuningParams(_Prompt):
     CONFIG: ClassVar[str] = "PrefixTuningConfig"
+    LEARNING_RATE: ClassVar[float] = 1e-2
     method: Literal["prefix_tuning"] = "prefix_tuning"
     prefix_projection: bool = Field(False, description="Produce the prefix with a two-layer MLP")
     encoder_hidden_size: int | None = Field(None, gt=0, description="The MLP's hidden size (projection only)")

@@ -78,7 +78,7 @@ def plan(params: FinetuneParams, grid: SweepGrid) -> list[Trial]:
         )
     combos = [
         (method, r, lr)
-        for method, r, lr in itertools.product(grid.methods, grid.ranks, grid.learning_rates)
+        for method, r, lr in itertools.product(grid.methods, grid.ranks, grid.learning_rates or [None])
         if method not in _RANKLESS or r == grid.ranks[0]  # one trial per learning rate: IA3 has no rank
     ]
     return [_trial(params, i, method, r, lr) for i, (method, r, lr) in enumerate(combos)]
@@ -101,10 +101,13 @@ def _peft_section(current: dict[str, Any], method: str, r: int) -> dict[str, Any
     return peft
 
 
-def _trial(params: FinetuneParams, index: int, method: str, r: int, lr: float) -> Trial:
+def _trial(params: FinetuneParams, index: int, method: str, r: int, lr: float | None) -> Trial:
     config = params.model_dump(mode="json")
     config["peft"] = _peft_section(config["peft"], method, r)
-    config["train"]["learning_rate"] = lr
+    if lr is not None:  # else the recipe's own, or the trial's method default (FinetuneParams.learning_rate)
+        config["train"]["learning_rate"] = lr
+    trial_params = FinetuneParams.model_validate(config)
+    lr = trial_params.learning_rate
     config["tracking"]["run_name"] = (
         f"{method}-lr{lr:g}" if method in _RANKLESS else f"r{r}-{method}-lr{lr:g}"
     )

@@ -142,7 +142,7 @@ def train(
         output_dir=ckpt_dir,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
-        learning_rate=t.learning_rate,
+        learning_rate=params.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,

@@ -119,6 +119,42 @@ def test_sweep_grid_takes_any_method() -> None:
     assert [t.name for t in trials][:3] == ["r4-lora-lr0.003", "r8-lora-lr0.003", "ia3-lr0.003"]
 
 
+@pytest.mark.parametrize("method", list(CONFIGS))
+def test_an_empty_learning_rate_is_the_methods_own(method: str) -> None:
+    p = params({"method": method})
+    assert p.train.learning_rate is None  # the recipe's choice stays visible: it set none
+    assert p.learning_rate == METHOD_CLASSES[method].LEARNING_RATE
+    assert p.flat()["train.learning_rate"] == p.learning_rate  # MLflow records the rate the run used
+    assert params({"method": method}, learning_rate=5e-3).learning_rate == 5e-3
+
+
+def test_method_defaults_differ_where_the_methods_need_it() -> None:
+    rates = {m: c.LEARNING_RATE for m, c in METHOD_CLASSES.items()}
+    # Soft prompts start from embeddings and need rates ~100x LoRA's; every rate is a valid AdamW rate.
+    assert rates["prompt_tuning"] > rates["ia3"] > rates["lora"]
+    assert all(0 < lr < 1 for lr in rates.values())
+
+
+def test_sweep_without_learning_rates_gives_each_trial_its_own() -> None:
+    grid = SweepGrid(methods=["lora", "prompt_tuning"], ranks=[4], learning_rates=[], metric="val_loss")
+    trials = plan(params({"method": "lora"}), grid)
+    assert [(t.method, t.learning_rate) for t in trials] == [
+        ("lora", METHOD_CLASSES["lora"].LEARNING_RATE),
+        ("prompt_tuning", METHOD_CLASSES["prompt_tuning"].LEARNING_RATE),
+    ]
+    assert trials[1].name == f"r4-prompt_tuning-lr{METHOD_CLASSES['prompt_tuning'].LEARNING_RATE:g}"
+    # A recipe that sets its rate keeps it for every trial.
+    fixed = plan(params({"method": "lora"}, learning_rate=7e-3), grid)
+    assert {t.learning_rate for t in fixed} == {7e-3}
+    assert {t.params.learning_rate for t in fixed} == {7e-3}
+
+
+def test_prefix_tuning_with_gradient_checkpointing_is_refused_before_the_run() -> None:
+    with pytest.raises(ValueError, match=r"train\.gradient_checkpointing does not work with.*prefix_tuning"):
+        params({"method": "prefix_tuning"}, gradient_checkpointing=True)
+    assert params({"method": "prompt_tuning"}, gradient_checkpointing=True).train.gradient_checkpointing
+
+
 def test_compare_labels_the_method_and_variant() -> None:
     assert _method_label({"peft.method": "lora", "peft.use_dora": "True"}) == "lora+dora"
     assert _method_label({"peft.method": "prefix_tuning"}) == "prefix_tuning"
