@@ -190,6 +190,31 @@ class PeftModel(nn.Module):
                 return prompt_forward.generate(self._tuner, args, kwargs)
             return self.get_base_model().generate(*args, **kwargs)  # type: ignore[operator]
 
+    # -- prompt learning --------------------------------------------------------------------------
+    def _prompt_encoder_of(self, adapter_name: str, operation: str) -> Any:
+        if not self._is_prompt_learning:
+            raise ValueError(
+                f"{operation} is for prompt-learning adapters (prompt tuning, P-tuning, prefix tuning); this "
+                f"model's adapters are {self.peft_type}"
+            )
+        if adapter_name not in self.prompt_encoder:
+            raise ValueError(f"no adapter named {adapter_name!r}; the model has {list(self.prompt_encoder)}")
+        return self.prompt_encoder[adapter_name]
+
+    def get_prompt_embedding_to_save(self, adapter_name: str) -> torch.Tensor:
+        """The adapter's virtual tokens as saved (`prompt_embeddings`): the encoder's output, detached."""
+        return self._prompt_encoder_of(adapter_name, "get_prompt_embedding_to_save").prompt_embeddings()
+
+    def get_prompt(self, batch_size: int, task_ids: torch.Tensor | None = None) -> Any:
+        """The active adapter's virtual tokens for a batch: (batch, tokens, dim) embeddings to prepend,
+        or, for prefix tuning, the attention cache the model starts from (with gradients, as in training)."""
+        if task_ids is not None:
+            raise ValueError("task_ids are for multitask prompt tuning, which peftcore does not implement")
+        encoder = self._prompt_encoder_of(self.active_adapter, "get_prompt")
+        if encoder.injects == "cache":
+            return encoder.build_cache(batch_size, self.base_model)
+        return encoder.batch_prompts(batch_size)
+
     # -- adapters ---------------------------------------------------------------------------------
     def add_adapter(
         self,
