@@ -130,6 +130,49 @@ def test_each_library_loads_the_others_adapter_with_identical_outputs(
         assert plain(pc_fields[key]) == plain(hf_fields[key]), key
 
 
+def _tensors(prompt: Any) -> list[torch.Tensor]:
+    """A prompt as plain tensors: the embeddings, or every layer's keys and values of a cache."""
+    if isinstance(prompt, torch.Tensor):
+        return [prompt]
+    caches = [prompt.self_attention_cache] if hasattr(prompt, "self_attention_cache") else [prompt]
+    return [t for cache in caches for layer in cache.layers for t in (layer.keys, layer.values)]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("arch", ["llama", "t5"])
+def test_get_prompt_and_the_saved_embedding_match_hf(variant: str, arch: str, tmp_path: Path) -> None:
+    base = build_base(arch)
+    torch.manual_seed(0)
+    ours = peftcore.get_peft_model(copy.deepcopy(base), config(peftcore, variant, arch))
+    perturb(ours, seed=1, scale=0.3)
+    ours.save_pretrained(tmp_path)
+    theirs = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path)
+    saved = ours.get_prompt_embedding_to_save("default")
+    assert not saved.requires_grad
+    with safe_open(os.path.join(tmp_path, "adapter_model.safetensors"), "pt") as fh:
+        torch.testing.assert_close(saved, fh.get_tensor("prompt_embeddings"), atol=ATOL, rtol=0)
+    if variant in (
+        "prompt_tuning",
+        "prompt_tuning_vocab",
+        "prefix",
+    ):  # HF, loaded for inference, has no encoder to run
+        torch.testing.assert_close(saved, theirs.get_prompt_embedding_to_save("default"), atol=ATOL, rtol=0)
+    mine = _tensors(ours.get_prompt(batch_size=2))
+    hf = _tensors(theirs.get_prompt(batch_size=2))
+    assert len(mine) == len(hf) > 0
+    for a, b in zip(mine, hf, strict=True):
+        assert a.shape[0] == 2
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="no adapter named 'other'"):
+        ours.get_prompt_embedding_to_save("other")
+
+
+def test_get_prompt_is_for_prompt_learning_only() -> None:
+    lora = peftcore.get_peft_model(tiny.build("llama"), peftcore.LoraConfig(task_type="CAUSAL_LM"))
+    with pytest.raises(ValueError, match="get_prompt is for prompt-learning adapters"):
+        lora.get_prompt(batch_size=1)
+
+
 def plain(value: Any) -> Any:
     """A config value without enum wrappers (peft keeps its enums in `to_dict`)."""
     return getattr(value, "value", value)
