@@ -41,9 +41,9 @@ RECIPES: dict[str, tuple[dict[str, Any], float]] = {
     "ia3": ({}, 1e-2),
     "loha": ({}, 3e-3),
     "lokr": ({}, 3e-3),
-    "adalora": ({"total_step": 3 * 75, "tinit": 20, "tfinal": 40}, 3e-3),
+    "adalora": ({"total_step": 3 * 75, "tinit": 20, "tfinal": 40}, 1e-2),
     "prompt_tuning": ({}, 3e-2),
-    "p_tuning": ({}, 1e-2),
+    "p_tuning": ({}, 3e-2),
 }
 # Methods the quickstart's model cannot take, with the reason (printed as a row of the table).
 NOT_APPLICABLE = {

@@ -358,8 +358,23 @@ class SweepGrid(_Strict):
         return self
 
 
+def _methods_as_any_of(schema: dict[str, Any]) -> None:
+    """Publish the `peft` choice as `anyOf`: Prefect's run form renders anyOf as one button per method
+    (labelled by its title) with that method's fields, and falls back to a raw JSON box for oneOf.
+    Each method has its own `method` constant and forbids other fields; the flow's own validation
+    (the discriminator: no `method` means LoRA) then decides, as it does for a YAML recipe."""
+    peft = schema.get("properties", {}).get("peft", {})
+    if "oneOf" in peft:
+        peft["anyOf"] = peft.pop("oneOf")
+        peft.pop("discriminator", None)
+
+
 class FinetuneParams(_Strict):
     """All parameters of one fine-tuning run."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, validate_default=True, json_schema_extra=_methods_as_any_of
+    )
 
     model: ModelParams = Field(default_factory=ModelParams)
     data: DataParams

@@ -64,6 +64,7 @@ class _Method(BaseModel):
 
 
 class LoraParams(_Method):
+    model_config = ConfigDict(title="lora")  # the label of its button in the Prefect form
     CONFIG: ClassVar[str] = "LoraConfig"
     LEARNING_RATE: ClassVar[float] = 2e-4
     method: Literal["lora"] = Field("lora", description="PEFT method")
@@ -83,11 +84,14 @@ class LoraParams(_Method):
     modules_to_save: list[str] | None = Field(None, description="Extra modules trained in full")
     layers_to_transform: list[int] | None = Field(None, description="Only adapt these layer indices")
     layers_pattern: str | None = Field(None, description="Name of the layer list, with layers_to_transform")
-    rank_pattern: dict[str, int] = Field(default_factory=dict, description="Per-module rank overrides")
-    alpha_pattern: dict[str, float] = Field(default_factory=dict, description="Per-module alpha overrides")
+    # Optional rather than {} by default: Prefect's form holds an empty dict as a JSON placeholder that
+    # its JSON editor then refuses to submit.
+    rank_pattern: dict[str, int] | None = Field(None, description="Per-module rank overrides")
+    alpha_pattern: dict[str, float] | None = Field(None, description="Per-module alpha overrides")
 
     def config_kwargs(self) -> dict[str, Any]:
         out = self.model_dump(exclude={"method"})
+        out.update(rank_pattern=self.rank_pattern or {}, alpha_pattern=self.alpha_pattern or {})
         return {k: (v or None) if k in ("target_modules", "exclude_modules") else v for k, v in out.items()}
 
     @property
@@ -96,6 +100,7 @@ class LoraParams(_Method):
 
 
 class IA3Params(_Method):
+    model_config = ConfigDict(title="ia3")  # the label of its button in the Prefect form
     CONFIG: ClassVar[str] = "IA3Config"
     LEARNING_RATE: ClassVar[float] = 3e-3
     method: Literal["ia3"] = "ia3"
@@ -127,12 +132,14 @@ class _Lycoris(_Method):
 
 
 class LoHaParams(_Lycoris):
+    model_config = ConfigDict(title="loha")  # the label of its button in the Prefect form
     CONFIG: ClassVar[str] = "LoHaConfig"
     LEARNING_RATE: ClassVar[float] = 1e-3
     method: Literal["loha"] = "loha"
 
 
 class LoKrParams(_Lycoris):
+    model_config = ConfigDict(title="lokr")  # the label of its button in the Prefect form
     CONFIG: ClassVar[str] = "LoKrConfig"
     LEARNING_RATE: ClassVar[float] = 1e-3
     method: Literal["lokr"] = "lokr"
@@ -142,6 +149,7 @@ class LoKrParams(_Lycoris):
 
 
 class AdaLoraParams(_Method):
+    model_config = ConfigDict(title="adalora")  # the label of its button in the Prefect form
     CONFIG: ClassVar[str] = "AdaLoraConfig"
     LEARNING_RATE: ClassVar[float] = 1e-3
     method: Literal["adalora"] = "adalora"
@@ -178,6 +186,7 @@ class _Prompt(_Method):
 
 
 class PromptTuningParams(_Prompt):
+    model_config = ConfigDict(title="prompt_tuning")  # the label of its button in the Prefect form
     CONFIG: ClassVar[str] = "PromptTuningConfig"
     LEARNING_RATE: ClassVar[float] = 3e-2
     method: Literal["prompt_tuning"] = "prompt_tuning"
@@ -207,6 +216,7 @@ class PromptTuningParams(_Prompt):
 
 
 class PTuningParams(_Prompt):
+    model_config = ConfigDict(title="p_tuning")  # the label of its button in the Prefect form
     CONFIG: ClassVar[str] = "PromptEncoderConfig"
     LEARNING_RATE: ClassVar[float] = 1e-3
     method: Literal["p_tuning"] = "p_tuning"
@@ -217,6 +227,7 @@ class PTuningParams(_Prompt):
 
 
 class PrefixTuningParams(_Prompt):
+    model_config = ConfigDict(title="prefix_tuning")  # the label of its button in the Prefect form
     CONFIG: ClassVar[str] = "PrefixTuningConfig"
     LEARNING_RATE: ClassVar[float] = 1e-2
     method: Literal["prefix_tuning"] = "prefix_tuning"

@@ -142,10 +142,29 @@ def _flow_run_named(stack: LocalStack, name: str) -> dict[str, Any]:
 
 
 def _peft_value(field: Any) -> dict[str, Any]:
-    """The peft parameter as the form holds it: a union is one JSON value (`__prefect_kind: json`)."""
-    if isinstance(field, dict) and field.get("__prefect_kind") == "json":
-        return dict(json.loads(field["value"]))
+    """The peft parameter as the form holds it: the chosen method's object (published as anyOf)."""
+    assert isinstance(field, dict) and "__prefect_kind" not in field, field  # not one raw JSON value
     return dict(field)
+
+
+def test_the_run_form_offers_each_method_with_its_own_fields(
+    browser: Any, page: Any, local_stack: LocalStack
+) -> None:
+    _open_custom_run_form(page, local_stack)
+    # peft is a choice of methods: one button per method, the quickstart's LoRA selected with its fields.
+    for method in ("lora", "ia3", "loha", "lokr", "adalora", "prompt_tuning", "p_tuning", "prefix_tuning"):
+        page.get_by_role("button", name=method, exact=True).wait_for()
+
+    def label(name: str) -> Any:  # a field's label, "(Optional)" appended by the form
+        return page.get_by_text(re.compile(rf"^{name}( \(Optional\))?$"))
+
+    label("Lora Alpha").wait_for()
+    assert not label("Num Virtual Tokens").is_visible()
+    page.get_by_role("button", name="prompt_tuning", exact=True).click()
+    label("Num Virtual Tokens").wait_for()
+    label("Prompt Tuning Init").scroll_into_view_if_needed()
+    assert not label("Lora Alpha").is_visible()
+    _assert_real_png(_shot(page, "prefect-method-choice"))
 
 
 def test_an_invalid_rank_is_rejected_in_the_run_form(
@@ -160,7 +179,7 @@ def test_an_invalid_rank_is_rejected_in_the_run_form(
     editor.fill(json.dumps(params, indent=2))
     page.get_by_role("button", name="Submit").click()
 
-    # The server's message in a toast that goes after ~5 s (the UI shows it twice). peft is a union of
+    # The server's message in a toast that goes after ~5 s (the UI shows it twice). peft is a choice of
     # methods, so the server names the method's object and quotes it, the bad rank included.
     error = page.get_by_text(re.compile(r"Validation failed for field 'params\.peft'")).first
     error.wait_for()
@@ -192,7 +211,7 @@ def test_a_run_started_in_the_prefect_ui_shows_up_in_the_mlflow_ui(
     _parameters_menu(page, "Use JSON input")
     editor = page.locator("textarea")  # the JSON editor is the form's only textarea
     params = json.loads(editor.input_value())
-    # peft is a choice of methods (a union): the form holds it as one JSON value, the method's fields.
+    # peft is a choice of methods: the form holds the chosen method's fields.
     params["params"]["peft"] = _peft_value(params["params"]["peft"])
     assert (
         params["params"]["peft"]["method"] == "lora" and params["params"]["peft"]["r"] == 8
