@@ -76,9 +76,10 @@ def plan(params: FinetuneParams, grid: SweepGrid) -> list[Trial]:
             f"publish.repo_id={params.publish.repo_id!r}: a sweep does not publish (every trial would push "
             "to the same repo); leave it empty and publish the best trial's adapter afterwards"
         )
+    rates: list[float | None] = [*grid.learning_rates] or [None]  # None: each trial's own rate
     combos = [
         (method, r, lr)
-        for method, r, lr in itertools.product(grid.methods, grid.ranks, grid.learning_rates or [None])
+        for method, r, lr in itertools.product(grid.methods, grid.ranks, rates)
         if method not in _RANKLESS or r == grid.ranks[0]  # one trial per learning rate: IA3 has no rank
     ]
     return [_trial(params, i, method, r, lr) for i, (method, r, lr) in enumerate(combos)]
