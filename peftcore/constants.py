@@ -60,6 +60,21 @@ LORA_DEFAULT_TARGETS: dict[str, list[str]] = {
     "qwen3": _QV,
     "cohere": _QV,
     "starcoder2": _QV,
+    # Beyond text (HF PEFT's image classification, semantic segmentation and Whisper guides name these
+    # targets explicitly; its table has no entry for them, so an HF PEFT user passes them by hand).
+    "vit": ["query", "value"],
+    "deit": ["query", "value"],
+    "segformer": ["query", "value"],
+    "whisper": _QV,
+}
+
+# Heads a vision model's task replaces (new, randomly initialised for the dataset's labels): trained in
+# full and saved with the adapter, as the HF PEFT task guides do with `modules_to_save`. Keyed by
+# model_type; the pipeline reads this table, the library never applies it unasked.
+VISION_HEAD_MODULES: dict[str, tuple[str, ...]] = {
+    "vit": ("classifier",),
+    "deit": ("classifier",),
+    "segformer": ("decode_head",),
 }
 
 # HF PEFT's name for the LoRA table (the same dict).
