@@ -123,7 +123,10 @@ def save_adapters(
             # As HF PEFT: an adapter without a task records its base model's class, which is how
             # AutoPeftModel rebuilds e.g. a WhisperForConditionalGeneration or a ViT classifier.
             base_cls = type(model.get_base_model())
-            config.auto_mapping = {"base_model_class": base_cls.__name__, "parent_library": base_cls.__module__}
+            config.auto_mapping = {
+                "base_model_class": base_cls.__name__,
+                "parent_library": base_cls.__module__,
+            }
         atomic_write_files(
             {
                 os.path.join(out_dir, SAFETENSORS_WEIGHTS_NAME): safetensors_writer(tensors),

@@ -64,8 +64,12 @@ class MeanIoU(evaluate.Metric):
             keep = r != ignore_index
             p, r = p[keep], r[keep]
             if r.size and (r.min() < 0 or r.max() >= num_labels or p.min() < 0 or p.max() >= num_labels):
-                raise ValueError(f"class ids must lie in 0..{num_labels - 1} (or be {ignore_index} in references)")
-            confusion += np.bincount(r * num_labels + p, minlength=num_labels**2).reshape(num_labels, num_labels)
+                raise ValueError(
+                    f"class ids must lie in 0..{num_labels - 1} (or be {ignore_index} in references)"
+                )
+            confusion += np.bincount(r * num_labels + p, minlength=num_labels**2).reshape(
+                num_labels, num_labels
+            )
         hits = np.diag(confusion).astype(np.float64)
         union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
         present = union > 0

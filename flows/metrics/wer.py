@@ -45,7 +45,9 @@ class WordErrorRate(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions: list[str], references: list[str], lowercase: bool = True) -> dict[str, Any]:
+    def _compute(
+        self, predictions: list[str], references: list[str], lowercase: bool = True
+    ) -> dict[str, Any]:
         def units(text: str) -> list[str]:
             text = " ".join(text.lower().split()) if lowercase else " ".join(text.split())
             return text.split()

@@ -46,9 +46,14 @@ def score_media(params: FinetuneParams, data: TokenizedData, model: Any, rows: A
                 )
             ids = logits.argmax(1 if task == "semantic_seg" else -1).cpu()
             predictions += ids.tolist() if task == "image_cls" else [m.numpy() for m in ids]
-            references += batch["labels"].tolist() if task == "image_cls" else [m.numpy() for m in batch["labels"]]
+            references += (
+                batch["labels"].tolist() if task == "image_cls" else [m.numpy() for m in batch["labels"]]
+            )
     if task == "semantic_seg":
-        flat_p, flat_r = [m.reshape(-1).tolist() for m in predictions], [m.reshape(-1).tolist() for m in references]
+        flat_p, flat_r = (
+            [m.reshape(-1).tolist() for m in predictions],
+            [m.reshape(-1).tolist() for m in references],
+        )
         metrics = compute_metrics(params.eval.metrics, task, flat_p, flat_r, names)
     else:
         metrics = compute_metrics(params.eval.metrics, task, predictions, references, names)
@@ -94,7 +99,12 @@ def _table(
                 "pixel_accuracy": round(accuracy, 4),
             }
         else:
-            row = {"input": source, "reference": ref, "prediction": pred, "correct": pred.strip() == ref.strip()}
+            row = {
+                "input": source,
+                "reference": ref,
+                "prediction": pred,
+                "correct": pred.strip() == ref.strip(),
+            }
         table.append(row)
     return table
 

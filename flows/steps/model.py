@@ -232,7 +232,10 @@ def build_peft_config(params: FinetuneParams, total_steps: int | None = None) ->
     if p.method == "adalora" and p.total_step is None:
         steps = total_steps or (params.train.max_steps if params.train.max_steps > 0 else 1000)
         p = p.model_copy(update={"total_step": steps})
-    config = p.config(TASK_TYPES[params.model.task], base_model_hub_id(params.model), params.model.revision)
+    # Media tasks have no task_type (None), which every peftcore config takes; the method parameters
+    # (flows/peft_params.py) annotate it as str.
+    task_type: Any = TASK_TYPES[params.model.task]
+    config = p.config(task_type, base_model_hub_id(params.model), params.model.revision)
     head = _TASK_HEADS.get(params.model.task)
     if head is not None:  # no task_type carries the head for these tasks: name it, as HF PEFT's guides do
         config.modules_to_save = sorted({*(config.modules_to_save or []), head})

@@ -40,7 +40,13 @@ def _params(tmp_path: Path, model: str, task: str, data: dict[str, Any], **extra
         "model": {"name_or_path": model, "task": task},
         "data": data,
         "peft": {"method": "lora", "r": 8, "lora_alpha": 16},
-        "train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 16, "learning_rate": 5e-3, "logging_steps": 1},
+        "train": {
+            "epochs": 2,
+            "batch_size": 8,
+            "eval_batch_size": 16,
+            "learning_rate": 5e-3,
+            "logging_steps": 1,
+        },
         "tracking": {"experiment": f"media-{task}", "system_metrics": False},
         "output_dir": str(tmp_path / "out"),
     }
@@ -51,7 +57,9 @@ def _params(tmp_path: Path, model: str, task: str, data: dict[str, Any], **extra
 
 def _table(client: Any, run_id: str, dest: Path) -> list[dict[str, Any]]:
     dest.mkdir(parents=True, exist_ok=True)
-    table = json.loads(Path(client.download_artifacts(run_id, "eval_predictions.json", str(dest))).read_text())
+    table = json.loads(
+        Path(client.download_artifacts(run_id, "eval_predictions.json", str(dest))).read_text()
+    )
     return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
 
 
@@ -63,7 +71,9 @@ def _adapter(summary: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
     return config, keys
 
 
-def test_image_classification_from_an_image_folder(models: dict[str, str], mlflow_store: Any, tmp_path: Path) -> None:
+def test_image_classification_from_an_image_folder(
+    models: dict[str, str], mlflow_store: Any, tmp_path: Path
+) -> None:
     folder = media.image_folder(tmp_path, per_class=8)
     params = _params(
         tmp_path,
@@ -88,7 +98,9 @@ def test_image_classification_from_an_image_folder(models: dict[str, str], mlflo
     table = _table(mlflow_store, run.info.run_id, tmp_path / "dl")
     assert len(table) == 12 and {r["reference"] for r in table} == set(media.COLOURS)
     assert all(r["input"].endswith(".png") and r["prediction"] in media.COLOURS for r in table)
-    figure = Path(mlflow_store.download_artifacts(run.info.run_id, "eval_predictions.png", str(tmp_path / "fig")))
+    figure = Path(
+        mlflow_store.download_artifacts(run.info.run_id, "eval_predictions.png", str(tmp_path / "fig"))
+    )
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The run's accuracy is the table's.
     assert metrics["eval_accuracy"] == pytest.approx(np.mean([r["correct"] == "True" for r in table]))
@@ -124,7 +136,10 @@ def test_speech_recognition_from_a_jsonl_of_wav_paths(
     data = data_step.tokenize(params, str(Path(params.output_dir) / "cache" / "tokenized"))
     from datasets import load_from_disk
 
-    assert data.cached and np.asarray(load_from_disk(data.path)["train"][0]["input_features"]).shape == (8, 100)
+    assert data.cached and np.asarray(load_from_disk(data.path)["train"][0]["input_features"]).shape == (
+        8,
+        100,
+    )
 
 
 def test_semantic_segmentation_from_a_jsonl_of_image_and_mask_paths(
@@ -150,7 +165,9 @@ def test_semantic_segmentation_from_a_jsonl_of_image_and_mask_paths(
     assert "base_model.model.decode_head.batch_norm.running_mean" in keys
     table = _table(mlflow_store, run.info.run_id, tmp_path / "dl")
     assert len(table) == 6 and all(r["reference"] == "background square" for r in table)
-    figure = Path(mlflow_store.download_artifacts(run.info.run_id, "eval_predictions.png", str(tmp_path / "fig")))
+    figure = Path(
+        mlflow_store.download_artifacts(run.info.run_id, "eval_predictions.png", str(tmp_path / "fig"))
+    )
     assert figure.stat().st_size > 1000
 
 
@@ -179,7 +196,11 @@ def test_bad_media_rows_fail_naming_the_row(
     rows = [{"image": "a.png", "label": "red"}, {"image": "b.png", "label": "red"}]
     bad = media.write_jsonl(folder / "bad.jsonl", rows)
     params = _params(tmp_path, models["image_cls"], "image_cls", {"train_file": bad, "test_file": bad})
-    _refuses(params, r"row 1 of the train split: data.image_column='image' could not be decoded.*b\.png", monkeypatch)
+    _refuses(
+        params,
+        r"row 1 of the train split: data.image_column='image' could not be decoded.*b\.png",
+        monkeypatch,
+    )
     # A label outside the label map.
     good = media.write_jsonl(folder / "labels.jsonl", [rows[0], {"image": "a.png", "label": "purple"}])
     params = _params(
@@ -194,7 +215,10 @@ def test_bad_media_rows_fail_naming_the_row(
     (folder / "s.png").write_bytes(media._png(image))
     (folder / "m.png").write_bytes(media._png(mask[:16]))
     (folder / "m3.png").write_bytes(media._png(mask * 3))
-    for mask_file, match in (("m.png", r"row 0 .*mask .* is 32x16 but its image is 32x32"), ("m3.png", r"class ids \[3\]")):
+    for mask_file, match in (
+        ("m.png", r"row 0 .*mask .* is 32x16 but its image is 32x32"),
+        ("m3.png", r"class ids \[3\]"),
+    ):
         seg = media.write_jsonl(folder / "seg.jsonl", [{"image": "s.png", "annotation": mask_file}])
         params = _params(
             tmp_path,

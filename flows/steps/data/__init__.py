@@ -114,8 +114,11 @@ def _prepare_media(
     from flows.steps.model import load_processor
 
     d = params.data
-    folder = d.train_file or d.dataset
-    base_dir = os.path.dirname(os.path.abspath(folder)) if d.train_file else folder if folder and os.path.isdir(folder) else None
+    # Relative file paths in the data resolve against the data file's folder (or the dataset folder).
+    if d.train_file is not None:
+        base_dir: str | None = os.path.dirname(os.path.abspath(d.train_file))
+    else:
+        base_dir = d.dataset if d.dataset is not None and os.path.isdir(d.dataset) else None
     splits = {name: media.undecoded(split, params) for name, split in splits.items()}
     label_names = media.check(splits, params, base_dir)
     processor = load_processor(params)

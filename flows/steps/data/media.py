@@ -85,7 +85,7 @@ def _open(value: Any, base_dir: str | None) -> Any:
         raise ValueError(f"expected a file path or {{bytes, path}}, got {type(value).__name__}")
     for candidate in ([os.path.join(base_dir, value)] if base_dir else []) + [value]:
         if os.path.isfile(candidate):
-            return open(candidate, "rb")  # noqa: SIM115 (closed by the caller's with block)
+            return open(candidate, "rb")
     raise FileNotFoundError(f"no file {value!r} (looked in {base_dir or os.getcwd()})")
 
 
@@ -156,7 +156,9 @@ def check(splits: dict[str, Any], params: FinetuneParams, base_dir: str | None) 
             raise ValueError(f"the {name} split is empty (data.{name}_split={getattr(d, name + '_split')!r})")
         for what, column in media_columns(params):
             if column not in split.column_names:
-                raise ValueError(f"{what} is not a column of the {name} split (columns: {split.column_names})")
+                raise ValueError(
+                    f"{what} is not a column of the {name} split (columns: {split.column_names})"
+                )
     names = _label_names(splits, params) if task in ("image_cls", "semantic_seg") else None
     for name, split in splits.items():
         for row, example in enumerate(split):
@@ -259,7 +261,9 @@ def encoder(
             extractor, tokenizer = processor.feature_extractor, processor.tokenizer
             rate = int(extractor.sampling_rate)
             audio = [load_audio(v, base_dir, rate, d.resample) for v in batch[d.audio_column]]
-            out["input_features"] = list(extractor(audio, sampling_rate=rate, return_tensors="np").input_features)
+            out["input_features"] = list(
+                extractor(audio, sampling_rate=rate, return_tensors="np").input_features
+            )
             out["labels"] = [list(ids) for ids in tokenizer(batch[d.text_column]).input_ids]
             if keep_raw:
                 out["reference"] = list(batch[d.text_column])
@@ -280,9 +284,7 @@ def encoder(
                 ]
         if keep_raw:
             column = d.audio_column if task == "asr" else d.image_column
-            out["source"] = [
-                _source(v) or f"{split} row {index}" for index, v in zip(indices, batch[column])
-            ]
+            out["source"] = [_source(v) or f"{split} row {index}" for index, v in zip(indices, batch[column])]
         return out
 
     return encode
