@@ -107,6 +107,11 @@ class DataParams(_Strict):
     resample: bool = Field(
         True, description="asr: resample audio to the feature extractor's rate (off: other rates fail)"
     )
+    reduce_labels: bool = Field(
+        False,
+        description="semantic_seg: mask id 0 means unlabelled (not scored) and ids 1..N are classes 0..N-1 "
+        "(ADE20K / scene_parse_150)",
+    )
     augment: bool = Field(
         False, description="image tasks: random horizontal flips of training images (and their masks)"
     )
@@ -421,6 +426,10 @@ class FinetuneParams(_Strict):
             raise ValueError(
                 f"peft.method={self.peft.method!r} prepends virtual tokens to text; model.task={task!r} "
                 "reads images or audio: use an adapter method (lora, ia3, loha, lokr, adalora)"
+            )
+        if d.reduce_labels and task != "semantic_seg":
+            raise ValueError(
+                f"data.reduce_labels maps segmentation mask ids; model.task={task!r} has no masks"
             )
         if d.augment and task not in ("image_cls", "semantic_seg"):
             raise ValueError(f"data.augment flips images; model.task={task!r} has none")

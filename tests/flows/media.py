@@ -167,3 +167,78 @@ def speech_jsonl(root: Path, rows: int = 24, seed: int = 0) -> str:
 def write_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> str:
     Path(path).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return str(path)
+
+
+# -- stand-ins of the recipes' Hub datasets (the real columns and features, generated content) -------
+FOODS = ["apple_pie", "baby_back_ribs", "baklava"]  # Food-101's first three class names
+FOOD_COLOURS = dict(zip(FOODS, COLOURS))
+
+
+def food101(per_class: int = 6, seed: int = 0) -> Any:
+    """ethz/food101: `image` (Image), `label` (ClassLabel); splits train and validation."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+
+    rng = np.random.default_rng(seed)
+    features = Features({"image": Image(), "label": ClassLabel(names=FOODS)})
+
+    def split(n: int) -> Any:
+        rows = [(k, colour_image(FOOD_COLOURS[name], rng)) for k, name in enumerate(FOODS) for _ in range(n)]
+        return Dataset.from_dict(
+            {"image": [{"bytes": _png(a), "path": None} for _, a in rows], "label": [k for k, _ in rows]},
+            features=features,
+        )
+
+    return DatasetDict({"train": split(per_class), "validation": split(2)})
+
+
+def scene_parse(rows: int = 16, seed: int = 0) -> Any:
+    """scene_parse_150 (parquet export, scene_parsing): `image`, `annotation` (mask images: 0 =
+    unlabelled, 1..150 = classes), `scene_category` (an int); splits train, validation, test (the test
+    split unannotated, as the real one). Scenes: wall (1) with a sky (3) square and an unlabelled strip."""
+    from datasets import Dataset, DatasetDict, Features, Image, Value
+
+    rng = np.random.default_rng(seed)
+    features = Features({"image": Image(), "annotation": Image(), "scene_category": Value("int64")})
+
+    def split(n: int, annotated: bool = True) -> Any:
+        images, masks = [], []
+        for _ in range(n):
+            image, square = square_scene(rng)
+            mask = np.where(square == 1, 3, 1).astype(np.uint8)
+            mask[:, :2] = 0
+            images.append({"bytes": _png(image), "path": None})
+            masks.append({"bytes": _png(mask), "path": None} if annotated else None)
+        return Dataset.from_dict(
+            {"image": images, "annotation": masks, "scene_category": [0] * n}, features=features
+        )
+
+    return DatasetDict({"train": split(rows), "validation": split(4), "test": split(2, annotated=False)})
+
+
+def librispeech(rows: int = 16, seed: int = 0) -> Any:
+    """openslr/librispeech_asr (clean): `audio` (Audio, 16 kHz in the real data; 8 kHz here, so the
+    run resamples), `text` (upper case), speaker_id, chapter_id, id; splits train.100, validation, test."""
+    from datasets import Audio, Dataset, DatasetDict
+
+    rng = np.random.default_rng(seed)
+    names = list(TONES)
+
+    def split(n: int, tag: str) -> Any:
+        texts, audio = [], []
+        for _ in range(n):
+            words = [names[int(k)] for k in rng.integers(0, 3, int(rng.integers(2, 4)))]
+            texts.append(" ".join(words).upper())
+            audio.append({"bytes": wav_bytes(tones(words)), "path": None})
+        table = Dataset.from_dict(
+            {
+                "audio": audio,
+                "text": texts,
+                "speaker_id": [1] * n,
+                "chapter_id": [2] * n,
+                "id": [f"{tag}-{i}" for i in range(n)],
+            }
+        )
+        # datasets' Audio encoding needs torchcodec: cast the {bytes, path} storage instead.
+        return table.cast_column("audio", Audio(decode=False))
+
+    return DatasetDict({"train.100": split(rows, "t"), "validation": split(4, "v"), "test": split(4, "s")})

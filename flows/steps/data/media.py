@@ -101,20 +101,25 @@ def load_image(value: Any, base_dir: str | None) -> Any:
     return image.convert("RGB")
 
 
-def load_mask(value: Any, base_dir: str | None) -> np.ndarray:
-    """A segmentation mask as an (H, W) integer array of class ids (a 2-D list passes through)."""
+def load_mask(value: Any, base_dir: str | None, reduce_labels: bool = False) -> np.ndarray:
+    """A segmentation mask as an (H, W) integer array of class ids (a 2-D list passes through).
+
+    `reduce_labels`: the file's 0 is "unlabelled" (becomes IGNORE_INDEX) and its ids shift down by one.
+    """
     from PIL import Image
 
-    if isinstance(value, list):
-        return np.asarray(value, dtype=np.int64)
-    if isinstance(value, Image.Image):
-        return np.asarray(value, dtype=np.int64)
-    with _open(value, base_dir) as fh:
-        image = Image.open(fh)
-        image.load()
-    array = np.asarray(image, dtype=np.int64)
+    if isinstance(value, list | Image.Image):
+        array = np.asarray(value, dtype=np.int64)
+    else:
+        with _open(value, base_dir) as fh:
+            image = Image.open(fh)
+            image.load()
+        array = np.asarray(image, dtype=np.int64)
     if array.ndim == 3:  # a mask saved as RGB: the class id is in the first channel
         array = array[..., 0]
+    if reduce_labels:
+        array = np.where(array == 0, IGNORE_INDEX, array - 1)
+        array[array == IGNORE_INDEX - 1] = IGNORE_INDEX  # the file's 255 stays ignored
     return array
 
 
@@ -176,7 +181,7 @@ def check(splits: dict[str, Any], params: FinetuneParams, base_dir: str | None) 
                     f"({_source(example[d.image_column]) or 'inline bytes'}): {type(err).__name__}: {err}"
                 ) from None
             if task == "semantic_seg":
-                _check_mask(example[d.mask_column], image.size, names or [], base_dir, where, d.mask_column)
+                _check_mask(example[d.mask_column], image.size, names or [], base_dir, where, params)
     return names
 
 
@@ -208,10 +213,16 @@ def params_rate(params: FinetuneParams) -> int:
 
 
 def _check_mask(
-    value: Any, size: tuple[int, int], names: list[str], base_dir: str | None, where: str, column: str
+    value: Any,
+    size: tuple[int, int],
+    names: list[str],
+    base_dir: str | None,
+    where: str,
+    params: FinetuneParams,
 ) -> None:
+    column = params.data.mask_column
     try:
-        mask = load_mask(value, base_dir)
+        mask = load_mask(value, base_dir, params.data.reduce_labels)
     except Exception as err:
         raise ValueError(
             f"{where}: data.mask_column={column!r} could not be decoded as a mask: {type(err).__name__}: {err}"
@@ -273,8 +284,12 @@ def encoder(
                 enc = processor(images=images, return_tensors="np")
                 out["labels"] = [v if isinstance(v, int) else to_id[v] for v in batch[d.label_column]]
             else:
-                masks = [load_mask(v, base_dir) for v in batch[d.mask_column]]
-                enc = processor(images=images, segmentation_maps=masks, return_tensors="np")
+                masks = [load_mask(v, base_dir, d.reduce_labels) for v in batch[d.mask_column]]
+                # The masks are already in training ids (data.reduce_labels applied above), so the
+                # processor must not reduce them again, whatever its config says.
+                enc = processor(
+                    images=images, segmentation_maps=masks, do_reduce_labels=False, return_tensors="np"
+                )
                 out["labels"] = list(enc["labels"].astype(np.int64))
             out["pixel_values"] = list(enc["pixel_values"])
             if keep_raw:
