@@ -239,3 +239,51 @@ def test_bad_media_rows_fail_naming_the_row(
         eval={"metrics": ["wer"]},
     )
     _refuses(params, r"row 0 of the train split: data.audio_column='audio'.*8000 Hz.*16000 Hz", monkeypatch)
+
+
+# -- the Prefect form, the sweep and `peftflow compare` take the new tasks unchanged ------------------
+def test_form_sweep_and_compare_work_for_media_tasks(
+    models: dict[str, str], mlflow_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools import validate
+
+    from flows.cli import main
+    from flows.params import SweepGrid
+    from flows.sweep import sweep
+
+    folder = media.image_folder(tmp_path, per_class=4)
+    params = _params(
+        tmp_path,
+        models["image_cls"],
+        "image_cls",
+        {"dataset": folder, "validation_fraction": 0.25},
+        train={"epochs": 1},
+        eval={"metrics": ["accuracy"]},
+        tracking={"experiment": "media-sweep"},
+    )
+    # The form: the server's schema check of the JSON the UI sends, then the flow's own validation.
+    schema = parameter_schema(finetune)
+    form = {"params": json.loads(params.model_dump_json())}
+    validate(form, schema.model_dump_for_openapi(), raise_on_error=True)
+    assert finetune.validate_parameters(form)["params"] == params
+    for task in ("semantic_seg", "asr"):
+        other = json.loads(json.dumps(form))
+        other["params"]["model"]["task"] = task
+        validate(other, schema.model_dump_for_openapi(), raise_on_error=True)
+
+    summary = sweep(params, SweepGrid(methods=["lora"], ranks=[2, 4], metric="val_accuracy"))
+    runs = list(mlflow_store.search_runs([mlflow_store.get_experiment_by_name("media-sweep").experiment_id]))
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    assert all(0.0 <= r.data.metrics["val_accuracy"] <= 1.0 for r in children)
+    assert summary["best"]["run_id"] in {r.info.run_id for r in children}
+    # The comparison rows: one per rank, each with its validation accuracy and the test one.
+    assert [(row["r"], row["status"]) for row in summary["trials"]] == [(2, "FINISHED"), (4, "FINISHED")]
+    assert all("val_accuracy" in row and "eval_accuracy" in row for row in summary["trials"])
+
+    capsys.readouterr()
+    assert main(["compare", "--experiment", "media-sweep"]) == 0
+    out = capsys.readouterr().out
+    assert "val_accuracy" in out and "eval_accuracy" in out
+    assert sum(line.startswith("r2-lora") or line.startswith("r4-lora") for line in out.splitlines()) == 2
