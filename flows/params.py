@@ -427,6 +427,11 @@ class FinetuneParams(_Strict):
                 f"peft.method={self.peft.method!r} prepends virtual tokens to text; model.task={task!r} "
                 "reads images or audio: use an adapter method (lora, ia3, loha, lokr, adalora)"
             )
+        if task == "semantic_seg" and set(self.eval.metrics) - {"mean_iou"}:
+            raise ValueError(
+                f"model.task='semantic_seg' is scored by eval.metrics=[mean_iou] (it also reports mean and "
+                f"overall pixel accuracy); got {self.eval.metrics}"
+            )
         if d.reduce_labels and task != "semantic_seg":
             raise ValueError(
                 f"data.reduce_labels maps segmentation mask ids; model.task={task!r} has no masks"

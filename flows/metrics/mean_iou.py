@@ -8,6 +8,8 @@ import datasets
 import evaluate
 import numpy as np
 
+from ._segmentation import confusion, scores
+
 _DESCRIPTION = """
 Mean IoU scores semantic segmentation: for each class, the pixels both masks give that class
 (intersection) divided by the pixels either gives it (union), counted over every image of the
@@ -56,27 +58,7 @@ class MeanIoU(evaluate.Metric):
         num_labels: int,
         ignore_index: int = 255,
     ) -> dict[str, Any]:
-        confusion = np.zeros((num_labels, num_labels), dtype=np.int64)  # [reference, prediction]
+        counts = np.zeros((num_labels, num_labels), dtype=np.int64)  # [reference, prediction]
         for pred, ref in zip(predictions, references):
-            p, r = np.asarray(pred, dtype=np.int64), np.asarray(ref, dtype=np.int64)
-            if p.shape != r.shape:
-                raise ValueError(f"a predicted mask has {p.size} pixels, its reference {r.size}")
-            keep = r != ignore_index
-            p, r = p[keep], r[keep]
-            if r.size and (r.min() < 0 or r.max() >= num_labels or p.min() < 0 or p.max() >= num_labels):
-                raise ValueError(
-                    f"class ids must lie in 0..{num_labels - 1} (or be {ignore_index} in references)"
-                )
-            confusion += np.bincount(r * num_labels + p, minlength=num_labels**2).reshape(
-                num_labels, num_labels
-            )
-        hits = np.diag(confusion).astype(np.float64)
-        union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
-        present = union > 0
-        per_ref = confusion.sum(1)
-        seen = per_ref > 0
-        return {
-            "mean_iou": float((hits[present] / union[present]).mean()) if present.any() else 0.0,
-            "mean_accuracy": float((hits[seen] / per_ref[seen]).mean()) if seen.any() else 0.0,
-            "overall_accuracy": float(hits.sum() / confusion.sum()) if confusion.sum() else 0.0,
-        }
+            counts += confusion(np.asarray(pred), np.asarray(ref), num_labels, ignore_index)
+        return dict(scores(counts))

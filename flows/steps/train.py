@@ -39,7 +39,7 @@ from transformers import Trainer, TrainerCallback
 
 from flows.params import MEDIA_TASKS, FinetuneParams
 from flows.steps import TokenizedData, TrainResult
-from flows.steps.trainer import TokenMeanTrainer, check_packing, data_collator
+from flows.steps.trainer import AugmentingTrainer, TokenMeanTrainer, check_packing, data_collator
 from peftcore.trainer import AdapterTrainer
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -109,7 +109,13 @@ def train(
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    from flows.steps.model import base_model_hub_id, build_peft_config, load_base_model, load_tokenizer
+    from flows.steps.model import (
+        base_model_hub_id,
+        build_peft_config,
+        load_base_model,
+        load_processor,
+        load_tokenizer,
+    )
     from peftcore import get_peft_model
 
     check_selection(params, data)
@@ -188,7 +194,13 @@ def train(
         "train_dataset": splits["train"],
         "eval_dataset": splits["validation"] if evaluating else None,
         "data_collator": data_collator(
-            task, tokenizer, model, packing=params.data.packing, augment=params.data.augment
+            task,
+            tokenizer,
+            model,
+            packing=params.data.packing,
+            augment=params.data.augment,
+            processor=load_processor(params) if media else None,
+            resample=params.data.resample,
         ),
         "compute_metrics": classification_metrics(params, data.label_names) if evaluating else None,
         "callbacks": callbacks,
@@ -196,7 +208,11 @@ def train(
     if task in ("causal_lm", "seq2seq_lm", "asr"):
         trainer: Trainer = TokenMeanTrainer(**common, causal=task == "causal_lm")
     else:
-        trainer = AdapterTrainer(**common)
+        if params.data.augment:  # flips for training batches only, never for the validation split
+            plain = data_collator(task, tokenizer, model, processor=common["data_collator"].processor)
+            trainer = AugmentingTrainer(**common, eval_collator=plain)
+        else:
+            trainer = AdapterTrainer(**common)
         # The Trainer guesses from `forward(**kwargs)` that the model normalises its loss by the
         # `num_items_in_batch` it passes, and then skips the division by the accumulation steps and
         # multiplies the loss by the number of processes. Classification heads ignore that argument

@@ -27,22 +27,33 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from peftcore.trainer import AdapterCheckpointsMixin
+from peftcore.trainer import AdapterCheckpointsMixin, AdapterTrainer
 
 IGNORE = -100
 
 
-def data_collator(task: str, tokenizer: Any, model: Any, packing: bool = False, augment: bool = False) -> Any:
+def data_collator(
+    task: str,
+    tokenizer: Any,
+    model: Any,
+    packing: bool = False,
+    augment: bool = False,
+    processor: Any = None,
+    resample: bool = True,
+) -> Any:
+    """The batch collator of `task`; image and speech tasks run `processor` (the model's own) on
+    each batch, with random flips when `augment` (training only)."""
     from transformers import (
         DataCollatorForSeq2Seq,
         DataCollatorForTokenClassification,
         DataCollatorWithPadding,
     )
 
-    if task in ("image_cls", "semantic_seg"):
-        return ImageCollator(flip=augment)
-    if task == "asr":
-        return SpeechCollator(getattr(getattr(model, "config", None), "decoder_start_token_id", None))
+    if task in ("image_cls", "semantic_seg", "asr"):
+        from flows.steps.data.media import MediaCollator
+
+        start = getattr(getattr(model, "config", None), "decoder_start_token_id", None)
+        return MediaCollator(task, processor, resample=resample, flip=augment, start_token=start)
     if task == "seq_cls":
         return DataCollatorWithPadding(tokenizer)
     if task == "token_cls":
@@ -55,43 +66,21 @@ def data_collator(task: str, tokenizer: Any, model: Any, packing: bool = False, 
     )
 
 
-class ImageCollator:
-    """Stacks `pixel_values` and `labels` (class ids, or masks for segmentation); other columns (the
-    report's previews) are left out. `flip`: each image (and its mask) is mirrored left-right with
-    probability 1/2, a training-time augmentation (off unless data.augment)."""
+class AugmentingTrainer(AdapterTrainer):
+    """Trains with the augmenting collator and evaluates with the plain one (validation images are
+    never flipped): the Trainer itself has one collator for both."""
 
-    def __init__(self, flip: bool = False) -> None:
-        self.flip = flip
+    def __init__(self, *args: Any, eval_collator: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eval_collator = eval_collator
 
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pixels = torch.stack([torch.as_tensor(f["pixel_values"], dtype=torch.float32) for f in features])
-        labels = torch.stack([torch.as_tensor(f["labels"], dtype=torch.long) for f in features])
-        if self.flip:
-            mirrored = torch.rand(len(features)) < 0.5
-            pixels[mirrored] = pixels[mirrored].flip(-1)
-            if labels.dim() == 3:  # masks follow their images
-                labels[mirrored] = labels[mirrored].flip(-1)
-        return {"pixel_values": pixels, "labels": labels}
-
-
-class SpeechCollator:
-    """Stacks `input_features` (fixed-size log-mel windows) and pads the transcripts' `labels` with -100.
-    The decoder start token, which the model puts in front of the labels itself, is cut when the
-    tokenizer already wrote it."""
-
-    def __init__(self, decoder_start_token_id: int | None) -> None:
-        self.start = decoder_start_token_id
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        inputs = torch.stack([torch.as_tensor(f["input_features"], dtype=torch.float32) for f in features])
-        labels = [list(f["labels"]) for f in features]
-        if self.start is not None and labels and all(row and row[0] == self.start for row in labels):
-            labels = [row[1:] for row in labels]
-        width = max(len(row) for row in labels)
-        padded = torch.full((len(labels), width), IGNORE, dtype=torch.long)
-        for i, row in enumerate(labels):
-            padded[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-        return {"input_features": inputs, "labels": padded}
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        training_collator = self.data_collator
+        self.data_collator = self.eval_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = training_collator
 
 
 class PackingCollator:

@@ -49,7 +49,8 @@ from flows.finetune import finetune
 from flows.params import BUNDLED_MINILM, FinetuneParams
 from flows.steps import data as data_step
 from flows.steps.data.validate import needed_columns
-from flows.steps.model import load_tokenizer
+from flows.steps.data.media import MediaCollator, load_mask
+from flows.steps.model import load_processor, load_tokenizer
 from tests.flows import fixtures, media
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -377,15 +378,16 @@ def _check_food101(params: FinetuneParams, splits: Any, table: list[dict[str, st
 
 def _check_scene_parse(params: FinetuneParams, splits: Any, table: list[dict[str, str]]) -> None:
     # reduce_labels: the file's 1 (wall) and 3 (sky) are classes 0 and 2, its 0 is ignored (255).
-    labels = np.asarray(splits["train"][0]["labels"])
+    labels = load_mask({"bytes": splits["train"][0]["mask_bytes"]}, None)
     assert set(np.unique(labels).tolist()) == {0, 2, 255}
     assert all(row["reference"] == "wall sky" for row in table)
 
 
 def _check_librispeech(params: FinetuneParams, splits: Any, table: list[dict[str, str]]) -> None:
     assert [row["reference"] for row in table] == media.librispeech()["test"]["text"]
-    # 8 kHz clips resampled to 16 kHz: 1 s windows of 100 log-mel frames.
-    assert np.asarray(splits["train"][0]["input_features"]).shape == (8, 100)
+    # 8 kHz clips resampled to 16 kHz by the run's collator: 1 s windows of 100 log-mel frames.
+    collate = MediaCollator("asr", load_processor(params))
+    assert tuple(collate([splits["train"][0]])["input_features"].shape) == (1, 8, 100)
 
 
 CHECKS = {

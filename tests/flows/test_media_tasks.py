@@ -132,14 +132,20 @@ def test_speech_recognition_from_a_jsonl_of_wav_paths(
     assert len(table) == 6
     words = set(media.TONES)
     assert all(set(r["reference"].split()) <= words and r["input"].endswith(".wav") for r in table)
-    # The data step resampled the 8 kHz clips to the extractor's 16 kHz: 1 s windows of 100 frames.
-    data = data_step.tokenize(params, str(Path(params.output_dir) / "cache" / "tokenized"))
+    # The collator resamples the 8 kHz clips to the extractor's 16 kHz: 1 s windows of 100 frames.
     from datasets import load_from_disk
 
-    assert data.cached and np.asarray(load_from_disk(data.path)["train"][0]["input_features"]).shape == (
-        8,
-        100,
+    from flows.steps.data.media import MediaCollator, load_audio
+    from flows.steps.model import load_processor
+
+    data = data_step.tokenize(params, str(Path(params.output_dir) / "cache" / "tokenized"))
+    row = load_from_disk(data.path)["train"][0]
+    clip = {"bytes": row["audio_bytes"]}
+    assert data.cached and len(load_audio(clip, None, 16000, True)) == 2 * len(
+        load_audio(clip, None, media.AUDIO_RATE, False)
     )
+    batch = MediaCollator("asr", load_processor(params))([row])
+    assert tuple(batch["input_features"].shape) == (1, 8, 100) and batch["labels"].min() >= 0
 
 
 def test_semantic_segmentation_from_a_jsonl_of_image_and_mask_paths(

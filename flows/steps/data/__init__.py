@@ -107,8 +107,8 @@ def _prepare_media(
     fingerprint: str,
     source: str,
 ) -> TokenizedData:
-    """Images and audio: every row decoded and checked first, then the model's processor (resizing,
-    normalisation, log-mel features at the extractor's rate) builds the inputs. No truncation applies."""
+    """Images and audio: every row decoded and checked first, then stored compactly (encoded bytes,
+    label ids; the model's processor runs per batch in training and evaluation). No truncation applies."""
     from datasets import DatasetDict
 
     from flows.steps.model import load_processor
@@ -124,7 +124,7 @@ def _prepare_media(
     processor = load_processor(params)
     encoded = {
         name: split.map(
-            media.encoder(params, processor, label_names, name, base_dir),
+            media.encoder(params, getattr(processor, "tokenizer", None), label_names, name, base_dir),
             batched=True,
             batch_size=32,
             with_indices=True,
