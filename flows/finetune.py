@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 
 from flows import tracking
-from flows.params import MEDIA_TASKS, FinetuneParams
+from flows.params import FinetuneParams
 from flows.retries import NETWORK_RETRIES, is_network_error
 from flows.steps import EvalResult, TokenizedData, TrainResult, WrapResult
 from flows.steps import data as data_step
@@ -232,9 +232,7 @@ def finetune(params: FinetuneParams, baseline: bool = False) -> dict[str, Any]:
             tracker.log_eval(scored["validation"], step=trained.global_step, prefix="val_")
         tracker.log_eval(result, step=trained.global_step)
         tracker.log_predictions(result, untrained)
-        # The MLflow pyfunc model predicts from text rows; image and speech tasks are not served yet.
-        serves = params.tracking.log_model and params.model.task not in MEDIA_TASKS
-        model_id = tracker.log_model(params, data, trained) if serves else None
+        model_id = tracker.log_model(params, data, trained) if params.tracking.log_model else None
         commit = commit_url = None
         if params.publish.repo_id:
             commit = publish_task(params, trained.adapter_dir, result.metrics, data.fingerprint)

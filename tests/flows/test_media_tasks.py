@@ -63,6 +63,15 @@ def _table(client: Any, run_id: str, dest: Path) -> list[dict[str, Any]]:
     return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
 
 
+def _served(summary: dict[str, Any], column: str, files: list[bytes]) -> list[Any]:
+    """Predictions of the run's logged MLflow model (loaded as a pyfunc) for raw file bytes."""
+    import mlflow
+    import pandas as pd
+
+    assert summary["model_uri"], "the run logged no MLflow model"
+    return list(mlflow.pyfunc.load_model(summary["model_uri"]).predict(pd.DataFrame({column: files})))
+
+
 def _adapter(summary: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
     folder = Path(summary["adapter_dir"])
     config = json.loads((folder / "adapter_config.json").read_text())
@@ -104,6 +113,9 @@ def test_image_classification_from_an_image_folder(
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The run's accuracy is the table's.
     assert metrics["eval_accuracy"] == pytest.approx(np.mean([r["correct"] == "True" for r in table]))
+    # The logged MLflow model predicts the same classes from the image files' bytes.
+    served = _served(summary, "image", [Path(r["input"]).read_bytes() for r in table])
+    assert list(served) == [r["prediction"] for r in table]
 
 
 def test_speech_recognition_from_a_jsonl_of_wav_paths(
@@ -132,6 +144,9 @@ def test_speech_recognition_from_a_jsonl_of_wav_paths(
     assert len(table) == 6
     words = set(media.TONES)
     assert all(set(r["reference"].split()) <= words and r["input"].endswith(".wav") for r in table)
+    # The logged MLflow model transcribes the wav files (8 kHz, resampled) as the evaluation did.
+    served = _served(summary, "audio", [(tmp_path / r["input"]).read_bytes() for r in table])
+    assert served == [r["prediction"] for r in table]
     # The collator resamples the 8 kHz clips to the extractor's 16 kHz: 1 s windows of 100 frames.
     from datasets import load_from_disk
 
@@ -171,6 +186,12 @@ def test_semantic_segmentation_from_a_jsonl_of_image_and_mask_paths(
     assert "base_model.model.decode_head.batch_norm.running_mean" in keys
     table = _table(mlflow_store, run.info.run_id, tmp_path / "dl")
     assert len(table) == 6 and all(r["reference"] == "background square" for r in table)
+    # The logged MLflow model returns each image's mask at the image's size (32 × 32 here).
+    masks = _served(summary, "image", [(tmp_path / r["input"]).read_bytes() for r in table])
+    for mask, row in zip(masks, table, strict=True):
+        classes = np.unique(np.asarray(mask))
+        assert np.asarray(mask).shape == (32, 32)
+        assert " ".join(media.SEG_LABELS[c] for c in classes) == row["prediction"]
     figure = Path(
         mlflow_store.download_artifacts(run.info.run_id, "eval_predictions.png", str(tmp_path / "fig"))
     )
