@@ -35,13 +35,26 @@ Example:
 """
 
 
-class MeanIoU(evaluate.Metric):
+_CITATION = """
+@article{everingham2010pascal,
+  title={The Pascal Visual Object Classes (VOC) Challenge},
+  author={Everingham, Mark and Van Gool, Luc and Williams, Christopher K. I. and Winn, John and Zisserman, Andrew},
+  journal={International Journal of Computer Vision},
+  volume={88},
+  number={2},
+  pages={303--338},
+  year={2010}
+}
+"""
+
+
+class MeanIou(evaluate.Metric):
     """Mean intersection over union."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation="",
+            citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {

@@ -32,13 +32,26 @@ Example:
 """
 
 
-class WordErrorRate(evaluate.Metric):
+_CITATION = """
+@article{levenshtein1966binary,
+  title={Binary codes capable of correcting deletions, insertions, and reversals},
+  author={Levenshtein, Vladimir I.},
+  journal={Soviet Physics Doklady},
+  volume={10},
+  number={8},
+  pages={707--710},
+  year={1966}
+}
+"""
+
+
+class Wer(evaluate.Metric):
     """Word error rate."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation="",
+            citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
