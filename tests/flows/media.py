@@ -121,8 +121,9 @@ def square_scene(rng: np.random.Generator, size: int = 32) -> tuple[np.ndarray, 
     return image, mask
 
 
-def seg_jsonl(root: Path, rows: int = 24, seed: int = 0) -> str:
-    """A jsonl of {image, annotation} PNG paths (relative to the file) with generated scenes."""
+def seg_files(root: Path, rows: int = 24, seed: int = 0, suffix: str = ".jsonl") -> str:
+    """A .jsonl or .parquet file of {image, annotation} PNG paths (relative to the file) with
+    generated scenes."""
     rng = np.random.default_rng(seed)
     folder = root / "scenes"
     folder.mkdir(parents=True, exist_ok=True)
@@ -132,6 +133,11 @@ def seg_jsonl(root: Path, rows: int = 24, seed: int = 0) -> str:
         (folder / f"{i}.png").write_bytes(_png(image))
         (folder / f"{i}_mask.png").write_bytes(_png(mask))
         records.append({"image": f"scenes/{i}.png", "annotation": f"scenes/{i}_mask.png"})
+    if suffix == ".parquet":
+        import pandas as pd
+
+        pd.DataFrame(records).to_parquet(root / "scenes.parquet")
+        return str(root / "scenes.parquet")
     return write_jsonl(root / "scenes.jsonl", records)
 
 

@@ -163,10 +163,10 @@ def test_speech_recognition_from_a_jsonl_of_wav_paths(
     assert tuple(batch["input_features"].shape) == (1, 8, 100) and batch["labels"].min() >= 0
 
 
-def test_semantic_segmentation_from_a_jsonl_of_image_and_mask_paths(
+def test_semantic_segmentation_from_a_parquet_of_image_and_mask_paths(
     models: dict[str, str], mlflow_store: Any, tmp_path: Path
 ) -> None:
-    train = media.seg_jsonl(tmp_path, rows=24)
+    train = media.seg_files(tmp_path, rows=24, suffix=".parquet")
     params = _params(
         tmp_path,
         models["semantic_seg"],
