@@ -208,9 +208,9 @@ def test_whisper_generates_as_hf_peft_and_trains_on_input_features(tmp_path: Pat
     assert grads and all("lora_" in n for n in grads)
 
 
-def test_auto_peft_model_loads_whisper_and_image_adapters(tmp_path: Path) -> None:
+def test_auto_peft_model_loads_whisper_vit_and_segformer_adapters(tmp_path: Path) -> None:
     # A base saved on disk (as from the Hub), an adapter saved by each library on it.
-    for family in ("whisper", "vit"):
+    for family in ("whisper", "vit", "segformer"):
         build, batch_fn, kwargs = CASES[family]
         base_dir = tmp_path / f"{family}-base"
         build(0).save_pretrained(base_dir)
@@ -221,8 +221,8 @@ def test_auto_peft_model_loads_whisper_and_image_adapters(tmp_path: Path) -> Non
             ("theirs", peft.get_peft_model, peft.LoraConfig(**hf_kwargs)),
         ):
             base_cls = type(build(0))
-            # The image classifier gets a new head for 5 labels (the base has 3): the loader sizes it.
-            extra = {"num_labels": 5, "ignore_mismatched_sizes": True} if family == "vit" else {}
+            # Image models get a new head for 5 labels (the base has 3): the loader sizes it.
+            extra = {"num_labels": 5, "ignore_mismatched_sizes": True} if family != "whisper" else {}
             model = get_peft_model(base_cls.from_pretrained(base_dir, **extra), config)
             _perturb(model, 7)
             model.save_pretrained(tmp_path / f"{family}-{lib}")
