@@ -26,7 +26,8 @@ from flows.metrics import compute_metrics
 from flows.metrics._segmentation import confusion, scores
 from flows.params import FinetuneParams
 from flows.steps import EvalResult, TokenizedData
-from flows.steps.data.media import IGNORE_INDEX, MediaCollator, load_image
+from flows.steps.data.media import IGNORE_INDEX, load_image
+from flows.steps.data.media_encode import MediaCollator
 
 SHOWN = 8  # rows drawn in the report figure
 

@@ -50,7 +50,7 @@ def data_collator(
     )
 
     if task in ("image_cls", "semantic_seg", "asr"):
-        from flows.steps.data.media import MediaCollator
+        from flows.steps.data.media_encode import MediaCollator
 
         start = getattr(getattr(model, "config", None), "decoder_start_token_id", None)
         return MediaCollator(task, processor, resample=resample, flip=augment, start_token=start)

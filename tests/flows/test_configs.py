@@ -48,7 +48,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value, lo
 from flows.finetune import finetune
 from flows.params import BUNDLED_MINILM, FinetuneParams
 from flows.steps import data as data_step
-from flows.steps.data.media import MediaCollator, load_mask
+from flows.steps.data.media import load_mask
+from flows.steps.data.media_encode import MediaCollator
 from flows.steps.data.validate import needed_columns
 from flows.steps.model import load_processor, load_tokenizer
 from tests.flows import fixtures, media

@@ -150,7 +150,8 @@ def test_speech_recognition_from_a_jsonl_of_wav_paths(
     # The collator resamples the 8 kHz clips to the extractor's 16 kHz: 1 s windows of 100 frames.
     from datasets import load_from_disk
 
-    from flows.steps.data.media import MediaCollator, load_audio
+    from flows.steps.data.media import load_audio
+    from flows.steps.data.media_encode import MediaCollator
     from flows.steps.model import load_processor
 
     data = data_step.tokenize(params, str(Path(params.output_dir) / "cache" / "tokenized"))

@@ -21,7 +21,7 @@ from typing import Any
 
 from flows.params import MEDIA_TASKS, FinetuneParams
 from flows.steps import TokenizedData, file_sha256
-from flows.steps.data import cache, encode, load, media, validate
+from flows.steps.data import cache, encode, load, media, media_check, media_encode, validate
 from flows.steps.data.format import RowFormat
 from flows.steps.model import load_tokenizer
 
@@ -120,11 +120,11 @@ def _prepare_media(
     else:
         base_dir = d.dataset if d.dataset is not None and os.path.isdir(d.dataset) else None
     splits = {name: media.undecoded(split, params) for name, split in splits.items()}
-    label_names = media.check(splits, params, base_dir)
+    label_names = media_check.check(splits, params, base_dir)
     processor = load_processor(params)
     encoded = {
         name: split.map(
-            media.encoder(params, getattr(processor, "tokenizer", None), label_names, name, base_dir),
+            media_encode.encoder(params, getattr(processor, "tokenizer", None), label_names, name, base_dir),
             batched=True,
             batch_size=32,
             with_indices=True,
