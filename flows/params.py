@@ -104,6 +104,11 @@ class DataParams(_Strict):
         description="Segmentation mask column (semantic_seg): one class id per pixel, the image's size",
     )
     audio_column: str = Field("audio", description="Audio column (asr): an Audio feature or file paths")
+    language: str | None = Field(
+        None,
+        description="asr: the spoken language, e.g. english (Whisper: the transcripts' prefix tokens and "
+        "generation name it); empty = no language token",
+    )
     resample: bool = Field(
         True, description="asr: resample audio to the feature extractor's rate (off: other rates fail)"
     )
@@ -432,6 +437,8 @@ class FinetuneParams(_Strict):
                 f"model.task='semantic_seg' is scored by eval.metrics=[mean_iou] (it also reports mean and "
                 f"overall pixel accuracy); got {self.eval.metrics}"
             )
+        if d.language and task != "asr":
+            raise ValueError(f"data.language names the spoken language of asr data; model.task={task!r}")
         if d.reduce_labels and task != "semantic_seg":
             raise ValueError(
                 f"data.reduce_labels maps segmentation mask ids; model.task={task!r} has no masks"

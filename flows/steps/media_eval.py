@@ -28,6 +28,7 @@ from flows.params import FinetuneParams
 from flows.steps import EvalResult, TokenizedData
 from flows.steps.data.media import IGNORE_INDEX, load_image
 from flows.steps.data.media_encode import MediaCollator
+from flows.steps.model import generation_language
 
 SHOWN = 8  # rows drawn in the report figure
 
@@ -86,6 +87,7 @@ def _transcribe(params: FinetuneParams, model: Any, processor: Any, features: to
         max_new_tokens=params.eval.max_new_tokens,
         num_beams=params.eval.num_beams,
         do_sample=False,
+        **generation_language(params),
     )
     texts = processor.tokenizer.batch_decode(generated, skip_special_tokens=True)
     return [text.strip() for text in texts]

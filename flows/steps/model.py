@@ -143,8 +143,23 @@ def load_processor(params: FinetuneParams) -> Any:
                 f"model.name_or_path={m.name_or_path!r}: model.task='asr' needs a speech processor with a "
                 f"feature extractor and a tokenizer; found {type(processor).__name__}"
             )
+        language = params.data.language
+        if language:  # Whisper: transcripts start <|startoftranscript|><|lang|><|transcribe|><|notimestamps|>
+            setter = getattr(processor.tokenizer, "set_prefix_tokens", None)
+            if setter is None:
+                raise ValueError(
+                    f"data.language={language!r}: {type(processor.tokenizer).__name__} has no language tokens "
+                    "(a Whisper tokenizer does); leave data.language empty"
+                )
+            setter(language=language, task="transcribe")
         return processor
     return AutoImageProcessor.from_pretrained(path, **kwargs)
+
+
+def generation_language(params: FinetuneParams) -> dict[str, Any]:
+    """Whisper's generate arguments for data.language (empty when it is unset)."""
+    language = params.data.language
+    return {"language": language, "task": "transcribe"} if language else {}
 
 
 def _byte_level(tokenizer: Any) -> bool:

@@ -107,6 +107,7 @@ class Predictor:
         """image_cls: the class name of each image; semantic_seg: the predicted mask (class ids, the
         image's height × width); asr: the transcript. Images and audio come as file bytes or paths."""
         from flows.steps.data.media import load_audio, load_image
+        from flows.steps.model import generation_language
 
         d, task = self.params.data, self.params.model.task
         device = next(self.model.parameters()).device
@@ -123,6 +124,7 @@ class Predictor:
                     max_new_tokens=self.params.eval.max_new_tokens,
                     num_beams=self.params.eval.num_beams,
                     do_sample=False,
+                    **generation_language(self.params),
                 )
                 decoded = self.tokenizer.tokenizer.batch_decode(generated, skip_special_tokens=True)
                 texts += [text.strip() for text in decoded]

@@ -8,7 +8,8 @@
 |              | stages; SegformerImageProcessor           | place: mask 1 on the square, 0 elsewhere    |
 | asr          | WhisperForConditionalGeneration, 8 mel    | 0.5 s of tones at 8 kHz (resampled to 16    |
 |              | bins, 1 s windows; WhisperProcessor with  | kHz), one tone per word: "low" 300 Hz,      |
-|              | a byte-level tokenizer                    | "mid" 700 Hz, "high" 1500 Hz                |
+|              | a byte-level tokenizer and Whisper's      | "mid" 700 Hz, "high" 1500 Hz                |
+|              | special tokens (English only)             |                                             |
 """
 
 from __future__ import annotations
@@ -70,11 +71,13 @@ def whisper_dir(root: Path, seed: int = 0) -> str:
         eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
     )
-    tok.add_special_tokens({"additional_special_tokens": ["<|startoftranscript|>", "<|notimestamps|>"]})
+    specials = ["<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"]
+    tok.add_special_tokens({"additional_special_tokens": specials})
     extractor = tf.WhisperFeatureExtractor(feature_size=8, sampling_rate=16000, chunk_length=1)
     tf.WhisperProcessor(feature_extractor=extractor, tokenizer=tok).save_pretrained(path)
     tok = tf.AutoProcessor.from_pretrained(path).tokenizer  # reloaded: the special tokens resolve
-    start, eot = tok.convert_tokens_to_ids(["<|startoftranscript|>", "<|endoftext|>"])
+    ids = dict(zip(specials, tok.convert_tokens_to_ids(specials), strict=True))
+    start, eot = ids["<|startoftranscript|>"], tok.convert_tokens_to_ids("<|endoftext|>")
     torch.manual_seed(seed)
     cfg = tf.WhisperConfig(
         vocab_size=len(tok), num_mel_bins=8, d_model=32, encoder_layers=2, decoder_layers=2,
@@ -82,7 +85,15 @@ def whisper_dir(root: Path, seed: int = 0) -> str:
         max_source_positions=50, max_target_positions=64, pad_token_id=eot, bos_token_id=eot,
         eos_token_id=eot, decoder_start_token_id=start, suppress_tokens=[], begin_suppress_tokens=[],
     )  # fmt: skip
-    tf.WhisperForConditionalGeneration(cfg).save_pretrained(path)
+    model = tf.WhisperForConditionalGeneration(cfg)
+    # As a multilingual Whisper checkpoint: generate(language=..., task=...) finds its tokens here.
+    generation = model.generation_config
+    generation.is_multilingual = True
+    generation.lang_to_id = {"<|en|>": ids["<|en|>"]}
+    generation.task_to_id = {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}
+    generation.no_timestamps_token_id = ids["<|notimestamps|>"]
+    generation._from_model_config = False  # else loading rebuilds it from config.json, without these
+    model.save_pretrained(path)
     return str(path)
 
 
