@@ -242,7 +242,7 @@ def test_bad_media_rows_fail_naming_the_row(
         "image_cls",
         {"train_file": good, "test_file": good, "label_names": ["red", "green"]},
     )
-    _refuses(params, r"labels not in label_names: \['purple'\]", monkeypatch)
+    _refuses(params, r"row 1 of the train split: data.label_column='label' holds 'purple'", monkeypatch)
     # A mask whose size differs from its image, and a mask class outside the label map.
     image, mask = media.square_scene(rng)
     (folder / "s.png").write_bytes(media._png(image))

@@ -111,8 +111,9 @@ def _check_mask(
 
 
 def _label_names(splits: dict[str, Any], params: FinetuneParams) -> list[str]:
-    """image_cls: the label feature's names / data.label_names / the sorted labels, every label checked;
-    semantic_seg: data.label_names, or the mask feature's names (required: a mask is only ids)."""
+    """image_cls: data.label_names / the label feature's names / the sorted labels, every label
+    checked (the first one outside a given label map is named with its row); semantic_seg:
+    data.label_names (required: a mask holds only ids)."""
     d = params.data
     if params.model.task == "semantic_seg":
         if not d.label_names:
@@ -128,4 +129,20 @@ def _label_names(splits: dict[str, Any], params: FinetuneParams) -> list[str]:
         return list(d.label_names)
     from flows.steps.data.validate import _label_names as class_names
 
+    feature = splits["train"].features.get(d.label_column)
+    given = d.label_names or getattr(feature, "names", None)
+    if given:
+        for name, split in splits.items():
+            for row, value in enumerate(split[d.label_column]):
+                known = (
+                    0 <= value < len(given)
+                    if isinstance(value, int) and not isinstance(value, bool)
+                    else value in given
+                )
+                if not known:
+                    raise ValueError(
+                        f"row {row} of the {name} split: data.label_column={d.label_column!r} holds {value!r}, "
+                        f"which is not in the label map ({len(given)} classes: {list(given)[:10]}); add it to "
+                        "data.label_names"
+                    )
     return class_names(splits, d)
