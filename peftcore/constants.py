@@ -69,15 +69,6 @@ LORA_DEFAULT_TARGETS: dict[str, list[str]] = {
     "whisper": _QV,
 }
 
-# Heads a vision model's task replaces (new, randomly initialised for the dataset's labels): trained in
-# full and saved with the adapter, as the HF PEFT task guides do with `modules_to_save`. Keyed by
-# model_type; the pipeline reads this table, the library never applies it unasked.
-VISION_HEAD_MODULES: dict[str, tuple[str, ...]] = {
-    "vit": ("classifier",),
-    "deit": ("classifier",),
-    "segformer": ("decode_head",),
-}
-
 # HF PEFT's name for the LoRA table (the same dict).
 TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING = LORA_DEFAULT_TARGETS
 # LoHa and LoKr default to LoRA's targets (copies, as in HF PEFT, so patching one leaves the others).
