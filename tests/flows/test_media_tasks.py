@@ -91,12 +91,14 @@ def test_image_classification_from_an_image_folder(
         {"dataset": folder, "validation_fraction": 0.25},
         eval={"metrics": ["accuracy", "f1"]},
     )
-    summary = finetune(params)
+    summary = finetune(params, baseline=True)
     run = mlflow_store.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
     for name in ("accuracy", "f1"):
         assert 0.0 <= metrics[f"eval_{name}"] <= 1.0 and 0.0 <= metrics[f"val_{name}"] <= 1.0
+        assert 0.0 <= metrics[f"baseline_{name}"] <= 1.0  # the untrained adapter and head
+    assert [m.step for m in mlflow_store.get_metric_history(run.info.run_id, "val_accuracy")][0] >= 1
     assert mlflow_store.get_metric_history(run.info.run_id, "train_loss")
     config, keys = _adapter(summary)
     assert config["task_type"] is None and config["modules_to_save"] == ["classifier"]
@@ -107,6 +109,7 @@ def test_image_classification_from_an_image_folder(
     table = _table(mlflow_store, run.info.run_id, tmp_path / "dl")
     assert len(table) == 12 and {r["reference"] for r in table} == set(media.COLOURS)
     assert all(r["input"].endswith(".png") and r["prediction"] in media.COLOURS for r in table)
+    assert all(r["baseline_prediction"] in media.COLOURS for r in table)
     figure = Path(
         mlflow_store.download_artifacts(run.info.run_id, "eval_predictions.png", str(tmp_path / "fig"))
     )
