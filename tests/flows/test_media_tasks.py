@@ -98,7 +98,8 @@ def test_image_classification_from_an_image_folder(
     for name in ("accuracy", "f1"):
         assert 0.0 <= metrics[f"eval_{name}"] <= 1.0 and 0.0 <= metrics[f"val_{name}"] <= 1.0
         assert 0.0 <= metrics[f"baseline_{name}"] <= 1.0  # the untrained adapter and head
-    assert [m.step for m in mlflow_store.get_metric_history(run.info.run_id, "val_accuracy")][0] >= 1
+    # val_accuracy after each of the 2 epochs (the Trainer's evaluations), then the final adapter's.
+    assert len(mlflow_store.get_metric_history(run.info.run_id, "val_accuracy")) >= 2
     assert mlflow_store.get_metric_history(run.info.run_id, "train_loss")
     config, keys = _adapter(summary)
     assert config["task_type"] is None and config["modules_to_save"] == ["classifier"]
