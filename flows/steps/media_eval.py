@@ -27,7 +27,7 @@ from flows.metrics._segmentation import confusion, scores
 from flows.params import FinetuneParams
 from flows.steps import EvalResult, TokenizedData
 from flows.steps.data.media import IGNORE_INDEX, load_image
-from flows.steps.data.media_encode import MediaCollator
+from flows.steps.data.media_encode import MediaCollator, float_dtype
 from flows.steps.model import generation_language
 
 SHOWN = 8  # rows drawn in the report figure
@@ -38,7 +38,7 @@ def score_media(params: FinetuneParams, data: TokenizedData, model: Any, rows: A
 
     task, names = params.model.task, data.label_names
     processor = load_processor(params)
-    collate = MediaCollator(task, processor, resample=params.data.resample)
+    collate = MediaCollator(task, processor, resample=params.data.resample, dtype=float_dtype(model))
     device = next(model.parameters()).device
     size = params.train.eval_batch_size
     predictions: list[Any] = []

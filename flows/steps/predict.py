@@ -107,10 +107,12 @@ class Predictor:
         """image_cls: the class name of each image; semantic_seg: the predicted mask (class ids, the
         image's height × width); asr: the transcript. Images and audio come as file bytes or paths."""
         from flows.steps.data.media import load_audio, load_image
+        from flows.steps.data.media_encode import float_dtype
         from flows.steps.model import generation_language
 
         d, task = self.params.data, self.params.model.task
         device = next(self.model.parameters()).device
+        dtype = float_dtype(self.model) or torch.float32  # a bf16 base takes bf16 pixels / features
         size = self.params.train.eval_batch_size
         if task == "asr":
             extractor = self.tokenizer.feature_extractor
@@ -120,7 +122,7 @@ class Predictor:
             for start in range(0, len(clips), size):
                 features = extractor(clips[start : start + size], sampling_rate=rate, return_tensors="pt")
                 generated = self.model.generate(
-                    input_features=features.input_features.to(device),
+                    input_features=features.input_features.to(device, dtype),
                     max_new_tokens=self.params.eval.max_new_tokens,
                     num_beams=self.params.eval.num_beams,
                     do_sample=False,
@@ -133,7 +135,7 @@ class Predictor:
         out: list[Any] = []
         for start in range(0, len(images), size):
             chunk = images[start : start + size]
-            pixels = self.tokenizer(images=chunk, return_tensors="pt")["pixel_values"].to(device)
+            pixels = self.tokenizer(images=chunk, return_tensors="pt")["pixel_values"].to(device, dtype)
             logits = self.model(pixel_values=pixels).logits.float()
             if task == "image_cls":
                 out += [self._name(int(i)) for i in logits.argmax(-1).tolist()]

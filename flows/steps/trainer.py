@@ -50,10 +50,12 @@ def data_collator(
     )
 
     if task in ("image_cls", "semantic_seg", "asr"):
-        from flows.steps.data.media_encode import MediaCollator
+        from flows.steps.data.media_encode import MediaCollator, float_dtype
 
         start = getattr(getattr(model, "config", None), "decoder_start_token_id", None)
-        return MediaCollator(task, processor, resample=resample, flip=augment, start_token=start)
+        return MediaCollator(
+            task, processor, resample=resample, flip=augment, start_token=start, dtype=float_dtype(model)
+        )
     if task == "seq_cls":
         return DataCollatorWithPadding(tokenizer)
     if task == "token_cls":

@@ -35,9 +35,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
-def _params(tmp_path: Path, model: str, task: str, data: dict[str, Any], **extra: Any) -> FinetuneParams:
+def _params(tmp_path: Path, model_path: str, task: str, data: dict[str, Any], **extra: Any) -> FinetuneParams:
     config: dict[str, Any] = {
-        "model": {"name_or_path": model, "task": task},
+        "model": {"name_or_path": model_path, "task": task},
         "data": data,
         "peft": {"method": "lora", "r": 8, "lora_alpha": 16},
         "train": {
@@ -206,6 +206,32 @@ def test_semantic_segmentation_from_a_parquet_of_image_and_mask_paths(
         mlflow_store.download_artifacts(run.info.run_id, "eval_predictions.png", str(tmp_path / "fig"))
     )
     assert figure.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("task", ["image_cls", "asr"])
+def test_a_bfloat16_base_takes_its_inputs_in_bfloat16(
+    models: dict[str, str], tmp_path: Path, task: str
+) -> None:
+    # What a bf16 base on a GPU meets (the processors make float32 pixels / log-mels), here on CPU:
+    # the training and evaluation steps run on a bfloat16 base without a dtype error.
+    from flows.steps import evaluate as evaluate_step
+    from flows.steps import train as train_step
+
+    if task == "image_cls":
+        data: dict[str, Any] = {"dataset": media.image_folder(tmp_path, per_class=2), "test_fraction": 0.25}
+        metrics = ["accuracy"]
+    else:
+        data = {"train_file": media.speech_jsonl(tmp_path, rows=6), "test_fraction": 0.34}
+        metrics = ["wer"]
+    params = _params(
+        tmp_path, models[task], task, data, model={"dtype": "bfloat16"}, train={"max_steps": 1},
+        eval={"metrics": metrics, "max_new_tokens": 4},
+    )  # fmt: skip
+    prepared = data_step.tokenize(params, str(tmp_path / "cache"))
+    trained = train_step.train(params, prepared, str(tmp_path / "run"))
+    assert trained.global_step == 1 and trained.train_loss == trained.train_loss  # not NaN
+    scored = evaluate_step.evaluate(params, prepared, trained.adapter_dir)
+    assert set(scored.metrics) == set(metrics) and len(scored.predictions) == prepared.num_test
 
 
 # -- bad input: a clear error naming the row, before any model loads --------------------------------

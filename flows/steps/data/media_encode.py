@@ -92,14 +92,12 @@ class MediaCollator:
         resample: bool = True,
         flip: bool = False,
         start_token: int | None = None,
+        dtype: Any = None,
     ) -> None:
-        self.task, self.processor, self.resample, self.flip, self.start = (
-            task,
-            processor,
-            resample,
-            flip,
-            start_token,
-        )
+        self.task, self.processor, self.resample = task, processor, resample
+        self.flip, self.start = flip, start_token
+        # The base model's float dtype: a bf16 / fp16 base takes its pixels or log-mels in that dtype.
+        self.dtype = dtype
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -109,10 +107,8 @@ class MediaCollator:
             rate = int(extractor.sampling_rate)
             audio = [load_audio({"bytes": f["audio_bytes"]}, None, rate, self.resample) for f in features]
             inputs = extractor(audio, sampling_rate=rate, return_tensors="pt").input_features
-            return {
-                "input_features": inputs,
-                "labels": _pad_labels([list(f["labels"]) for f in features], self.start),
-            }
+            labels = _pad_labels([list(f["labels"]) for f in features], self.start)
+            return {"input_features": inputs.to(self.dtype or inputs.dtype), "labels": labels}
         images = [load_image({"bytes": f["image_bytes"]}, None) for f in features]
         if self.task == "image_cls":
             pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
@@ -129,7 +125,7 @@ class MediaCollator:
             pixels[mirrored] = pixels[mirrored].flip(-1)
             if labels.dim() == 3:  # masks follow their images
                 labels[mirrored] = labels[mirrored].flip(-1)
-        return {"pixel_values": pixels.float(), "labels": labels}
+        return {"pixel_values": pixels.to(self.dtype or torch.float32), "labels": labels}
 
 
 def _pad_labels(rows: list[list[int]], start: int | None) -> Any:
@@ -142,3 +138,9 @@ def _pad_labels(rows: list[list[int]], start: int | None) -> Any:
     for i, row in enumerate(rows):
         padded[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
     return padded
+
+
+def float_dtype(model: Any) -> Any:
+    """The dtype of a (wrapped) model's base weights, which its float inputs must match."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, "dtype", None)
