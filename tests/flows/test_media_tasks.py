@@ -305,6 +305,7 @@ def test_bad_media_rows_fail_naming_the_row(
 
 
 # -- the Prefect form, the sweep and `peftflow compare` take the new tasks unchanged ------------------
+@pytest.mark.slow  # two more trainings (~10 s), as the text sweep test (tests/flows/test_sweep.py)
 def test_form_sweep_and_compare_work_for_media_tasks(
     models: dict[str, str], mlflow_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
