@@ -18,13 +18,21 @@ from flows.peft_params import LoraParams, PeftParams
 
 BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
 BUNDLED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-Task = Literal["seq_cls", "token_cls", "causal_lm", "seq2seq_lm"]
-TASK_TYPES = {
+Task = Literal["seq_cls", "token_cls", "causal_lm", "seq2seq_lm", "image_cls", "semantic_seg", "asr"]
+# Image and speech adapters carry no task_type, as in HF PEFT's task guides (its TaskType has none for
+# them); their adapter_config.json records the base model's class instead (auto_mapping).
+TASK_TYPES: dict[str, str | None] = {
     "seq_cls": "SEQ_CLS",
     "token_cls": "TOKEN_CLS",
     "causal_lm": "CAUSAL_LM",
     "seq2seq_lm": "SEQ_2_SEQ_LM",
+    "image_cls": None,
+    "semantic_seg": None,
+    "asr": None,
 }
+# Tasks whose inputs are images or audio, prepared by the model's processor instead of a tokenizer.
+MEDIA_TASKS = ("image_cls", "semantic_seg", "asr")
+_PROMPT_METHODS = ("prompt_tuning", "p_tuning", "prefix_tuning")
 
 
 class _Strict(BaseModel):
@@ -40,7 +48,11 @@ class ModelParams(_Strict):
     hub_id: str | None = Field(
         None, description="The base model's Hub id, recorded in the adapter when name_or_path is a local path"
     )
-    task: Task = Field("seq_cls", description="seq_cls, token_cls, causal_lm or seq2seq_lm")
+    task: Task = Field(
+        "seq_cls",
+        description="seq_cls, token_cls, causal_lm, seq2seq_lm, image_cls (image classification), "
+        "semantic_seg (semantic segmentation) or asr (speech recognition)",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Base model weights dtype; auto = bf16 on a capable GPU, else float32"
     )
@@ -81,7 +93,33 @@ class DataParams(_Strict):
         description="text, instruction (template + target column), chat (a messages column) or completion "
         "(prompt + completion columns); empty = text for classification, instruction for LM tasks",
     )
-    text_column: str = Field("text", description="Input text column (classification, or LM input)")
+    text_column: str = Field(
+        "text", description="Input text column (classification, or LM input); the transcript for asr"
+    )
+    image_column: str = Field(
+        "image", description="Image column (image_cls, semantic_seg): an Image feature or file paths"
+    )
+    mask_column: str = Field(
+        "annotation",
+        description="Segmentation mask column (semantic_seg): one class id per pixel, the image's size",
+    )
+    audio_column: str = Field("audio", description="Audio column (asr): an Audio feature or file paths")
+    language: str | None = Field(
+        None,
+        description="asr: the spoken language, e.g. english (Whisper: the transcripts' prefix tokens and "
+        "generation name it); empty = no language token",
+    )
+    resample: bool = Field(
+        True, description="asr: resample audio to the feature extractor's rate (off: other rates fail)"
+    )
+    reduce_labels: bool = Field(
+        False,
+        description="semantic_seg: mask id 0 means unlabelled (not scored) and ids 1..N are classes 0..N-1 "
+        "(ADE20K / scene_parse_150)",
+    )
+    augment: bool = Field(
+        False, description="image tasks: random horizontal flips of training images (and their masks)"
+    )
     label_column: str = Field("label", description="Label column (class names or ids; tags for token_cls)")
     tokens_column: str = Field("tokens", description="Pre-split words column for token classification")
     target_column: str | None = Field(None, description="Target text column for causal/seq2seq LM")
@@ -151,7 +189,7 @@ class DataParams(_Strict):
         instruction (prompt_template or text_column, then target_column)."""
         if self.format is not None:
             return self.format
-        return "text" if task in ("seq_cls", "token_cls") else "instruction"
+        return "text" if task in ("seq_cls", "token_cls", *MEDIA_TASKS) else "instruction"
 
 
 class TrainParams(_Strict):
@@ -394,6 +432,9 @@ class FinetuneParams(_Strict):
             "token_cls": ("text",),
             "causal_lm": ("text", "instruction", "chat", "completion"),
             "seq2seq_lm": ("instruction", "completion"),
+            "image_cls": ("text",),
+            "semantic_seg": ("text",),
+            "asr": ("text",),
         }[task]
         if fmt not in allowed:
             raise ValueError(
@@ -409,6 +450,24 @@ class FinetuneParams(_Strict):
                 f"model.task={task!r} needs data.target_column (the text to generate); "
                 "data.prompt_template shapes the input"
             )
+        if task in MEDIA_TASKS and self.peft.method in _PROMPT_METHODS:
+            raise ValueError(
+                f"peft.method={self.peft.method!r} prepends virtual tokens to text; model.task={task!r} "
+                "reads images or audio: use an adapter method (lora, ia3, loha, lokr, adalora)"
+            )
+        if task == "semantic_seg" and set(self.eval.metrics) - {"mean_iou"}:
+            raise ValueError(
+                f"model.task='semantic_seg' is scored by eval.metrics=[mean_iou] (it also reports mean and "
+                f"overall pixel accuracy); got {self.eval.metrics}"
+            )
+        if d.language and task != "asr":
+            raise ValueError(f"data.language names the spoken language of asr data; model.task={task!r}")
+        if d.reduce_labels and task != "semantic_seg":
+            raise ValueError(
+                f"data.reduce_labels maps segmentation mask ids; model.task={task!r} has no masks"
+            )
+        if d.augment and task not in ("image_cls", "semantic_seg"):
+            raise ValueError(f"data.augment flips images; model.task={task!r} has none")
         if d.packing and task != "causal_lm":
             raise ValueError(f"data.packing packs causal LM examples; model.task={task!r} does not use it")
         if d.train_on == "all" and task == "seq2seq_lm":

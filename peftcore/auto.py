@@ -34,8 +34,6 @@ class _BaseAutoPeftModel:
     ) -> PeftModel:
         """Load base model + adapter. `revision` is the ADAPTER's revision; the base model's comes from
         the adapter config. Other `kwargs` (e.g. `dtype`, `num_labels`) go to the base model."""
-        import transformers
-
         peft_config = config or PeftConfig.from_pretrained(
             pretrained_model_name_or_path, revision=revision, token=token
         )
@@ -51,8 +49,7 @@ class _BaseAutoPeftModel:
                 f"{cls.__name__} expects a {cls._task_type.value} adapter, but this adapter's task_type is "
                 f"{TaskType(task).value}; use {_auto_name_for(task)} instead"
             )
-        auto_name = cls._target_class or _TASK_TO_AUTO.get(getattr(task, "value", task) or "", "AutoModel")
-        auto_cls = getattr(transformers, auto_name)
+        auto_cls = _base_class(cls._target_class, task, peft_config, base_path, token)
         weights = None
         if task is not None and TaskType(task).value in TASK_HEAD_MODULES and "num_labels" not in kwargs:
             # The trained head's row count is the label count; read it so the base model is built to fit.
@@ -60,6 +57,14 @@ class _BaseAutoPeftModel:
             num_labels = _head_rows(weights, TASK_HEAD_MODULES[TaskType(task).value])
             if num_labels is not None:
                 kwargs["num_labels"] = num_labels
+        elif task is None and hasattr(auto_cls, "config_class") and "num_labels" not in kwargs:
+            # Image classifiers and segmentation models (no task_type, as in HF PEFT's guides) save
+            # their new head (`classifier`, SegFormer's `decode_head.classifier`) in modules_to_save.
+            weights = load_peft_weights(pretrained_model_name_or_path, revision=revision, token=token)
+            num_labels = _head_rows(weights, ("classifier",))
+            if num_labels is not None:
+                kwargs["num_labels"] = num_labels
+                kwargs.setdefault("ignore_mismatched_sizes", True)
         base = auto_cls.from_pretrained(base_path, revision=peft_config.revision, token=token, **kwargs)
         peft_cls = peft_class_for_task(task)
         return peft_cls.from_pretrained(
@@ -71,6 +76,53 @@ class _BaseAutoPeftModel:
             revision=revision,
             token=token,
         )
+
+
+# Packages whose classes an adapter's `auto_mapping` may name (importing a module runs its code).
+_IMPORT_ALLOWLIST = ("transformers", "diffusers")
+
+
+def _base_class(
+    target: str | None, task: Any, peft_config: PeftConfig, base_path: str, token: str | None
+) -> Any:
+    """The class that loads the base model: the Auto class of the adapter's task; for an adapter
+    without a task, the class its `auto_mapping` names (written by both libraries on save), else the
+    `architectures` entry of the base model's config. A seq2seq adapter on a speech model (Whisper)
+    loads with AutoModelForSpeechSeq2Seq, since AutoModelForSeq2SeqLM knows text models only."""
+    import importlib
+
+    import transformers
+
+    value = getattr(task, "value", task)
+    if target is None and value is None:
+        mapping = peft_config.auto_mapping or {}
+        module, name = mapping.get("parent_library"), mapping.get("base_model_class")
+        if module and name:
+            if module.split(".")[0] not in _IMPORT_ALLOWLIST:
+                raise ValueError(
+                    f"the adapter's auto_mapping names {module}.{name}; only classes from "
+                    f"{', '.join(_IMPORT_ALLOWLIST)} are imported. Load the base model yourself and use "
+                    "PeftModel.from_pretrained"
+                )
+            return getattr(importlib.import_module(module), name)
+        architectures = getattr(_base_config(base_path, peft_config, token), "architectures", None) or []
+        if architectures and hasattr(transformers, architectures[0]):
+            return getattr(transformers, architectures[0])
+        return transformers.AutoModel
+    auto_name = target or _TASK_TO_AUTO.get(value or "", "AutoModel")
+    if auto_name == "AutoModelForSeq2SeqLM":
+        from transformers.models.auto.modeling_auto import MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
+
+        model_type = getattr(_base_config(base_path, peft_config, token), "model_type", None)
+        if model_type in MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES:
+            auto_name = "AutoModelForSpeechSeq2Seq"
+    return getattr(transformers, auto_name)
+
+
+def _base_config(base_path: str, peft_config: PeftConfig, token: str | None) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(base_path, revision=peft_config.revision, token=token)
 
 
 def _head_rows(weights: dict[str, Any], heads: tuple[str, ...]) -> int | None:

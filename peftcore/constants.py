@@ -60,6 +60,13 @@ LORA_DEFAULT_TARGETS: dict[str, list[str]] = {
     "qwen3": _QV,
     "cohere": _QV,
     "starcoder2": _QV,
+    # Beyond text: HF PEFT's image classification, semantic segmentation and Whisper guides name the
+    # query / value projections explicitly (its table has no entry for these families). transformers 5
+    # names them q_proj / v_proj in ViT and SegFormer too (the guides' "query" / "value" predate that).
+    "vit": _QV,
+    "deit": _QV,
+    "segformer": _QV,
+    "whisper": _QV,
 }
 
 # HF PEFT's name for the LoRA table (the same dict).

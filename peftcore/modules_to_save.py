@@ -87,7 +87,9 @@ class ModulesToSaveWrapper(AuxiliaryTrainingWrapper):
     def adapter_state_keys(self, adapter_name: str) -> dict[str, str]:
         """On-disk key → in-memory key (relative to the wrapper) of `adapter_name`'s copy."""
         copy_ = self.modules_to_save[adapter_name]
-        return {pname: f"modules_to_save.{adapter_name}.{pname}" for pname, _ in copy_.named_parameters()}
+        # Its persistent buffers too (as HF PEFT): a saved decode head's batch-norm running statistics
+        # are part of what training changed.
+        return {name: f"modules_to_save.{adapter_name}.{name}" for name in copy_.state_dict(keep_vars=True)}
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -119,6 +119,14 @@ def save_adapters(
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = _base_name_or_path(model)
         config.inference_mode = True
+        if config.task_type is None and not config.is_prompt_learning:
+            # As HF PEFT: an adapter without a task records its base model's class, which is how
+            # AutoPeftModel rebuilds e.g. a WhisperForConditionalGeneration or a ViT classifier.
+            base_cls = type(model.get_base_model())
+            config.auto_mapping = {
+                "base_model_class": base_cls.__name__,
+                "parent_library": base_cls.__module__,
+            }
         atomic_write_files(
             {
                 os.path.join(out_dir, SAFETENSORS_WEIGHTS_NAME): safetensors_writer(tensors),

@@ -120,6 +120,7 @@ def get_peft_model_state_dict(
     mapping = adapter_key_map(model, adapter_name, getattr(config, "bias", "none"), _prefix_of(config))
     if state_dict is None:
         params: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+        params.update(model.named_buffers(remove_duplicate=False))  # a saved module's running statistics
         out = {disk: params[mem] for disk, mem in mapping.items()}
     else:
         out = {disk: state_dict[mem] for disk, mem in mapping.items() if mem in state_dict}

@@ -46,11 +46,15 @@ class PeftModelForCausalLM(PeftModel):
 
 
 class PeftModelForSeq2SeqLM(PeftModel):
+    """Text-to-text models, and speech-to-text ones (Whisper: `input_features` instead of `input_ids`);
+    only the arguments given reach the base model, so each gets the inputs it takes."""
+
     def forward(  # type: ignore[override]
         self,
         input_ids: Tensor = None,
         attention_mask: Tensor = None,
         inputs_embeds: Tensor = None,
+        input_features: Tensor = None,
         decoder_input_ids: Tensor = None,
         decoder_attention_mask: Tensor = None,
         decoder_inputs_embeds: Tensor = None,
@@ -64,6 +68,7 @@ class PeftModelForSeq2SeqLM(PeftModel):
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
+            input_features=input_features,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             decoder_inputs_embeds=decoder_inputs_embeds,

@@ -35,6 +35,9 @@ METRIC_INPUTS: dict[str, str] = {
     "rouge": "text",
     "bleu": "text",
     "seqeval": "tags",
+    "wer": "text",
+    "cer": "text",
+    "mean_iou": "masks",
 }
 # Scored from the model's own token losses by the evaluate step, not by an evaluate module:
 # perplexity = exp(mean loss over the target tokens of the split), for the generative tasks.
@@ -48,6 +51,9 @@ TASK_INPUTS: dict[str, tuple[str, ...]] = {
     "token_cls": ("tags", "labels"),
     "causal_lm": ("text",),
     "seq2seq_lm": ("text",),
+    "image_cls": ("labels",),
+    "semantic_seg": ("masks",),
+    "asr": ("text",),
 }
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -174,8 +180,12 @@ def compute_metrics(
         preds, refs = _as_inputs(kind, task, predictions, references, label_names)
         kwargs: dict[str, Any] = {}
         if name in ("precision", "recall", "f1"):
-            binary = task == "seq_cls" and label_names is not None and len(label_names) == 2
+            binary = task in ("seq_cls", "image_cls") and label_names is not None and len(label_names) == 2
             kwargs["average"] = "binary" if binary else "macro"
+        if name == "mean_iou":
+            if not label_names:
+                raise ValueError("mean_iou needs label_names (the class names in id order)")
+            kwargs["num_labels"] = len(label_names)
         result = load_metric(name).compute(predictions=preds, references=refs, **kwargs) or {}
         for key, value in _flatten(result).items():
             out[f"{name}_{key}" if key in out else key] = value

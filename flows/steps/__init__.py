@@ -66,6 +66,8 @@ class TrainResult:
 class EvalResult:
     metrics: dict[str, float]
     predictions: list[dict[str, Any]]  # a sample: input, reference, prediction
+    # Image tasks: a PNG of the first images with predicted vs true labels (segmentation: mask overlays)
+    figure: bytes | None = None
 
 
 def file_sha256(path: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from flows.metrics import MODEL_METRICS, check_metrics, compute_metrics
-from flows.params import FinetuneParams
+from flows.params import MEDIA_TASKS, FinetuneParams
 from flows.steps import EvalResult, TokenizedData
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -89,8 +89,12 @@ def score(params: FinetuneParams, data: TokenizedData, model: Any, split: str = 
     if len(rows) == 0:
         raise ValueError(f"the {split} split of {data.path} is empty: nothing to evaluate")
     model.eval()
-    tokenizer = load_tokenizer(params)
     task = params.model.task
+    if task in MEDIA_TASKS:
+        from flows.steps.media_eval import score_media
+
+        return score_media(params, data, model, rows)
+    tokenizer = load_tokenizer(params)
     names = params.eval.metrics
     predicting = any(name not in MODEL_METRICS for name in names)
     predictions: list[Any] = []

@@ -24,7 +24,12 @@ _AUTO_CLASSES = {
     "token_cls": "AutoModelForTokenClassification",
     "causal_lm": "AutoModelForCausalLM",
     "seq2seq_lm": "AutoModelForSeq2SeqLM",
+    "image_cls": "AutoModelForImageClassification",
+    "semantic_seg": "AutoModelForSemanticSegmentation",
+    "asr": "AutoModelForSpeechSeq2Seq",
 }
+# The head a vision task puts on the model, trained in full and saved with the adapter (modules_to_save).
+_TASK_HEADS = {"image_cls": "classifier", "semantic_seg": "decode_head"}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Files that decide how text becomes ids (config.json too: it can pick the tokenizer class).
 _TOKENIZER_FILES = (
@@ -40,6 +45,7 @@ _TOKENIZER_FILES = (
     "tokenizer.model",
     "chat_template.jinja",
     "config.json",
+    "preprocessor_config.json",  # image processors and feature extractors: sizes, normalisation, rates
 )
 
 
@@ -121,6 +127,41 @@ def load_tokenizer(params: FinetuneParams) -> Any:
     return tokenizer
 
 
+def load_processor(params: FinetuneParams) -> Any:
+    """The model's own preprocessing for a media task: its image processor (image_cls, semantic_seg;
+    resizing, normalisation, SegFormer's mask handling) or its processor (asr: the feature extractor,
+    which makes log-mel features at its sampling rate, and the tokenizer of the transcripts)."""
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    m = params.model
+    path = resolve_model_path(m)
+    kwargs: dict[str, Any] = {"revision": m.revision, "trust_remote_code": m.trust_remote_code}
+    if m.task == "asr":
+        processor = AutoProcessor.from_pretrained(path, **kwargs)
+        if not hasattr(processor, "feature_extractor") or not hasattr(processor, "tokenizer"):
+            raise ValueError(
+                f"model.name_or_path={m.name_or_path!r}: model.task='asr' needs a speech processor with a "
+                f"feature extractor and a tokenizer; found {type(processor).__name__}"
+            )
+        language = params.data.language
+        if language:  # Whisper: transcripts start <|startoftranscript|><|lang|><|transcribe|><|notimestamps|>
+            setter = getattr(processor.tokenizer, "set_prefix_tokens", None)
+            if setter is None:
+                raise ValueError(
+                    f"data.language={language!r}: {type(processor.tokenizer).__name__} has no language tokens "
+                    "(a Whisper tokenizer does); leave data.language empty"
+                )
+            setter(language=language, task="transcribe")
+        return processor
+    return AutoImageProcessor.from_pretrained(path, **kwargs)
+
+
+def generation_language(params: FinetuneParams) -> dict[str, Any]:
+    """Whisper's generate arguments for data.language (empty when it is unset)."""
+    language = params.data.language
+    return {"language": language, "task": "transcribe"} if language else {}
+
+
 def _byte_level(tokenizer: Any) -> bool:
     """True for GPT-2/RoBERTa-style byte-level pre-tokenization (anywhere in a Sequence)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -144,7 +185,10 @@ def load_base_model(params: FinetuneParams, label_names: list[str] | None, devic
 
     m = params.model
     kwargs: dict[str, Any] = {"revision": m.revision, "trust_remote_code": m.trust_remote_code}
-    if m.task in ("seq_cls", "token_cls"):
+    if m.task in ("image_cls", "semantic_seg"):
+        # The pretrained checkpoint's head (if any) is for other classes: a new one is built.
+        kwargs["ignore_mismatched_sizes"] = True
+    if m.task in ("seq_cls", "token_cls", "image_cls", "semantic_seg"):
         if not label_names:
             raise ValueError(
                 f"model.task={m.task!r} needs label_names (from the tokenize step or data.label_names)"
@@ -203,9 +247,14 @@ def build_peft_config(params: FinetuneParams, total_steps: int | None = None) ->
     if p.method == "adalora" and p.total_step is None:
         steps = total_steps or (params.train.max_steps if params.train.max_steps > 0 else 1000)
         p = p.model_copy(update={"total_step": steps})
-    return p.config(  # type: ignore[no-any-return]
-        TASK_TYPES[params.model.task], base_model_hub_id(params.model), params.model.revision
-    )
+    # Media tasks have no task_type (None), which every peftcore config takes; the method parameters
+    # (flows/peft_params.py) annotate it as str.
+    task_type: Any = TASK_TYPES[params.model.task]
+    config = p.config(task_type, base_model_hub_id(params.model), params.model.revision)
+    head = _TASK_HEADS.get(params.model.task)
+    if head is not None:  # no task_type carries the head for these tasks: name it, as HF PEFT's guides do
+        config.modules_to_save = sorted({*(config.modules_to_save or []), head})
+    return config  # type: ignore[no-any-return]
 
 
 def wrap(params: FinetuneParams, label_names: list[str] | None) -> WrapResult:

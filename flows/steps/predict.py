@@ -5,6 +5,9 @@ shares its generation with: one row in, in the dataset's own columns, one predic
 
     seq_cls     {text_column: str}                  → the class name
     token_cls   {tokens_column: [word, ...]}        → one tag per word
+    image_cls   {image_column: file bytes or path}  → the class name
+    semantic_seg {image_column: file bytes or path} → the mask: class ids, rows × columns of the image
+    asr         {audio_column: file bytes or path}  → the transcript
     causal_lm / seq2seq_lm
                 the columns the format reads        → the generated text
                 (chat: {messages_column: [{role, content}, ...]} ending with the turn to answer)
@@ -62,6 +65,7 @@ class Predictor:
     ) -> None:
         from transformers import AutoTokenizer
 
+        from flows.params import MEDIA_TASKS
         from flows.steps.model import load_base_model
         from peftcore import PeftModel
 
@@ -71,7 +75,14 @@ class Predictor:
             )
         self.params = params
         self.label_names = label_names
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        media = params.model.task in MEDIA_TASKS
+        # Image and speech models keep their processor (image processor / feature extractor +
+        # tokenizer) where text models keep their tokenizer.
+        self.tokenizer = (
+            _processor(params.model.task, tokenizer_dir)
+            if media
+            else AutoTokenizer.from_pretrained(tokenizer_dir)
+        )
         device = "cuda" if torch.cuda.is_available() else "cpu"
         base = load_base_model(params, label_names, device=device)
         self.model = PeftModel.from_pretrained(base, adapter_dir).to(device).eval()
@@ -84,11 +95,57 @@ class Predictor:
     def predict(self, rows: list[Row]) -> list[Any]:
         task = self.params.model.task
         with torch.inference_mode():
+            if task in ("image_cls", "semantic_seg", "asr"):
+                return self._media(rows)
             if task == "seq_cls":
                 return self._classes(rows)
             if task == "token_cls":
                 return self._tags(rows)
             return self._texts(rows)
+
+    def _media(self, rows: list[Row]) -> list[Any]:
+        """image_cls: the class name of each image; semantic_seg: the predicted mask (class ids, the
+        image's height × width); asr: the transcript. Images and audio come as file bytes or paths."""
+        from flows.steps.data.media import load_audio, load_image
+        from flows.steps.data.media_encode import float_dtype
+        from flows.steps.model import generation_language
+
+        d, task = self.params.data, self.params.model.task
+        device = next(self.model.parameters()).device
+        dtype = float_dtype(self.model) or torch.float32  # a bf16 base takes bf16 pixels / features
+        size = self.params.train.eval_batch_size
+        if task == "asr":
+            extractor = self.tokenizer.feature_extractor
+            rate = int(extractor.sampling_rate)
+            clips = [load_audio(v, None, rate, d.resample) for v in self._column(rows, d.audio_column)]
+            texts: list[str] = []
+            for start in range(0, len(clips), size):
+                features = extractor(clips[start : start + size], sampling_rate=rate, return_tensors="pt")
+                generated = self.model.generate(
+                    input_features=features.input_features.to(device, dtype),
+                    max_new_tokens=self.params.eval.max_new_tokens,
+                    num_beams=self.params.eval.num_beams,
+                    do_sample=False,
+                    **generation_language(self.params),
+                )
+                decoded = self.tokenizer.tokenizer.batch_decode(generated, skip_special_tokens=True)
+                texts += [text.strip() for text in decoded]
+            return texts
+        images = [load_image(v, None) for v in self._column(rows, d.image_column)]
+        out: list[Any] = []
+        for start in range(0, len(images), size):
+            chunk = images[start : start + size]
+            pixels = self.tokenizer(images=chunk, return_tensors="pt")["pixel_values"].to(device, dtype)
+            logits = self.model(pixel_values=pixels).logits.float()
+            if task == "image_cls":
+                out += [self._name(int(i)) for i in logits.argmax(-1).tolist()]
+                continue
+            for k, image in enumerate(chunk):  # each mask at its image's own size
+                full = torch.nn.functional.interpolate(
+                    logits[k : k + 1], size=(image.height, image.width), mode="bilinear", align_corners=False
+                )
+                out.append(full.argmax(1)[0].cpu().tolist())
+        return out
 
     def _column(self, rows: list[Row], column: str) -> list[Any]:
         missing = [i for i, row in enumerate(rows) if row.get(column) is None]
@@ -159,3 +216,13 @@ class Predictor:
                 ]
                 prompts.append(list(ids))
         return generate(self.params, self.model, self.tokenizer, prompts)
+
+
+def _processor(task: str, directory: str) -> Any:
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    return (
+        AutoProcessor.from_pretrained(directory)
+        if task == "asr"
+        else AutoImageProcessor.from_pretrained(directory)
+    )

@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
-from flows.params import FinetuneParams
+from flows.params import MEDIA_TASKS, FinetuneParams
 from flows.steps import TokenizedData, TrainResult
-from flows.steps.trainer import TokenMeanTrainer, check_packing, data_collator
+from flows.steps.trainer import AugmentingTrainer, TokenMeanTrainer, check_packing, data_collator
 from peftcore.trainer import AdapterTrainer
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -64,14 +64,15 @@ def classification_metrics(
 ) -> Callable[[Any], dict[str, float]] | None:
     """Per-evaluation metrics (val_<name>) for sequence classification, computed exactly as the final
     evaluation computes them; other tasks log val_loss during training."""
-    if params.model.task != "seq_cls":
+    if params.model.task not in ("seq_cls", "image_cls"):
         return None
     from flows.metrics import compute_metrics
 
     def compute(pred: Any) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
         ids = logits.argmax(-1).tolist()
-        return compute_metrics(params.eval.metrics, "seq_cls", ids, pred.label_ids.tolist(), label_names)
+        task = params.model.task
+        return compute_metrics(params.eval.metrics, task, ids, pred.label_ids.tolist(), label_names)
 
     return compute
 
@@ -108,7 +109,13 @@ def train(
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    from flows.steps.model import base_model_hub_id, build_peft_config, load_base_model, load_tokenizer
+    from flows.steps.model import (
+        base_model_hub_id,
+        build_peft_config,
+        load_base_model,
+        load_processor,
+        load_tokenizer,
+    )
     from peftcore import get_peft_model
 
     check_selection(params, data)
@@ -116,7 +123,8 @@ def train(
     if params.train.num_threads:
         torch.set_num_threads(params.train.num_threads)
     set_seed(params.train.seed)
-    tokenizer = load_tokenizer(params)
+    media = params.model.task in MEDIA_TASKS
+    tokenizer = None if media else load_tokenizer(params)
     splits = load_from_disk(data.path)
     peft_config = build_peft_config(params, total_steps=planned_steps(params, len(splits["train"])))
     base = load_base_model(params, data.label_names)
@@ -166,6 +174,10 @@ def train(
         # The Trainer names validation metrics eval_<name>; ours are val_<name> (see _LogForwarder).
         metric_for_best_model=t.metric_for_best_model.removeprefix("val_") if selecting else None,
         report_to="none",
+        # Media tasks' wrapped models take **kwargs (no task_type), so the Trainer cannot tell their
+        # input columns; the collators pick them.
+        remove_unused_columns=not media,
+        label_names=["labels"] if media else None,
         dataloader_num_workers=0,
         # DDP: every trainable (adapter) parameter takes part in every forward; searching the graph for
         # unused ones costs a traversal per step and breaks with gradient checkpointing.
@@ -181,14 +193,26 @@ def train(
         "args": args,
         "train_dataset": splits["train"],
         "eval_dataset": splits["validation"] if evaluating else None,
-        "data_collator": data_collator(task, tokenizer, model, packing=params.data.packing),
+        "data_collator": data_collator(
+            task,
+            tokenizer,
+            model,
+            packing=params.data.packing,
+            augment=params.data.augment,
+            processor=load_processor(params) if media else None,
+            resample=params.data.resample,
+        ),
         "compute_metrics": classification_metrics(params, data.label_names) if evaluating else None,
         "callbacks": callbacks,
     }
-    if task in ("causal_lm", "seq2seq_lm"):
+    if task in ("causal_lm", "seq2seq_lm", "asr"):
         trainer: Trainer = TokenMeanTrainer(**common, causal=task == "causal_lm")
     else:
-        trainer = AdapterTrainer(**common)
+        if params.data.augment:  # flips for training batches only, never for the validation split
+            plain = data_collator(task, tokenizer, model, processor=common["data_collator"].processor)
+            trainer = AugmentingTrainer(**common, eval_collator=plain)
+        else:
+            trainer = AdapterTrainer(**common)
         # The Trainer guesses from `forward(**kwargs)` that the model normalises its loss by the
         # `num_items_in_batch` it passes, and then skips the division by the accumulation steps and
         # multiplies the loss by the number of processes. Classification heads ignore that argument

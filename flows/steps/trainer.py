@@ -27,18 +27,35 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from peftcore.trainer import AdapterCheckpointsMixin
+from peftcore.trainer import AdapterCheckpointsMixin, AdapterTrainer
 
 IGNORE = -100
 
 
-def data_collator(task: str, tokenizer: Any, model: Any, packing: bool = False) -> Any:
+def data_collator(
+    task: str,
+    tokenizer: Any,
+    model: Any,
+    packing: bool = False,
+    augment: bool = False,
+    processor: Any = None,
+    resample: bool = True,
+) -> Any:
+    """The batch collator of `task`; image and speech tasks run `processor` (the model's own) on
+    each batch, with random flips when `augment` (training only)."""
     from transformers import (
         DataCollatorForSeq2Seq,
         DataCollatorForTokenClassification,
         DataCollatorWithPadding,
     )
 
+    if task in ("image_cls", "semantic_seg", "asr"):
+        from flows.steps.data.media_encode import MediaCollator, float_dtype
+
+        start = getattr(getattr(model, "config", None), "decoder_start_token_id", None)
+        return MediaCollator(
+            task, processor, resample=resample, flip=augment, start_token=start, dtype=float_dtype(model)
+        )
     if task == "seq_cls":
         return DataCollatorWithPadding(tokenizer)
     if task == "token_cls":
@@ -49,6 +66,23 @@ def data_collator(task: str, tokenizer: Any, model: Any, packing: bool = False) 
     return DataCollatorForSeq2Seq(
         tokenizer, model=model if task == "seq2seq_lm" else None, label_pad_token_id=IGNORE
     )
+
+
+class AugmentingTrainer(AdapterTrainer):
+    """Trains with the augmenting collator and evaluates with the plain one (validation images are
+    never flipped): the Trainer itself has one collator for both."""
+
+    def __init__(self, *args: Any, eval_collator: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eval_collator = eval_collator
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        training_collator = self.data_collator
+        self.data_collator = self.eval_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = training_collator
 
 
 class PackingCollator:

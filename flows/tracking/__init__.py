@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -294,6 +295,11 @@ class RunTracker:
         if baseline is not None and len(baseline.predictions) == len(result.predictions):
             columns["baseline_prediction"] = [str(row["prediction"]) for row in baseline.predictions]
         self.client.log_table(self.run_id, data=columns, artifact_file="eval_predictions.json")
+        if result.figure:  # image tasks: the first test images with predicted vs true labels / masks
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "eval_predictions.png")
+                Path(path).write_bytes(result.figure)
+                self.client.log_artifact(self.run_id, path)
 
     def log_model(self, params: FinetuneParams, data: TokenizedData, trained: TrainResult) -> str:
         """The adapter as an MLflow model, linked to this run and its final metrics; returns its id

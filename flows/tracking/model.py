@@ -4,7 +4,8 @@
 run's metrics at the final step, under the model name `adapter`:
 
     adapter/      the PEFT adapter (adapter_config.json, adapter_model.safetensors)
-    tokenizer/    the tokenizer as training used it (pad token, chat template)
+    tokenizer/    the tokenizer as training used it (pad token, chat template); image and speech
+                  models: their processor (image processor / feature extractor + tokenizer)
     recipe.yaml   the run's FinetuneParams: format, templates, lengths, generation settings
     meta.json     label names, the base model reference (Hub id + revision), whether it is embedded
     base/         the base model itself, only with tracking.embed_base_model
@@ -71,6 +72,10 @@ def signature(params: FinetuneParams) -> ModelSignature:
     fmt = d.resolved_format(task)
     text = "string"
     inputs: list[ColSpec | TensorSpec]
+    if task in ("image_cls", "semantic_seg", "asr"):  # the file's bytes (a path works too)
+        column = d.audio_column if task == "asr" else d.image_column
+        produced: Any = ColSpec(Array(Array("long"))) if task == "semantic_seg" else ColSpec(text)
+        return ModelSignature(inputs=Schema([ColSpec("binary", column)]), outputs=Schema([produced]))
     if task == "seq_cls":
         inputs = [ColSpec(text, d.text_column)]
     elif task == "token_cls":
@@ -96,6 +101,10 @@ def input_example(data: TokenizedData, params: FinetuneParams, n: int = 2) -> An
 
     test = load_from_disk(data.path)["test"].select(range(min(n, data.num_test)))
     task = params.model.task
+    if task == "asr":
+        return pd.DataFrame({params.data.audio_column: test["audio_bytes"]})
+    if task in ("image_cls", "semantic_seg"):
+        return pd.DataFrame({params.data.image_column: test["image_bytes"]})
     if task == "seq_cls":
         return pd.DataFrame({params.data.text_column: test["text"]})
     if task == "token_cls":
@@ -108,12 +117,12 @@ def log_adapter_model(
 ) -> str:
     """Log the run's adapter as an MLflow model linked to the run and its metrics at `step`; returns
     the model id (the registry's versions point at `models:/<id>`)."""
-    from flows.steps.model import base_model_hub_id, load_tokenizer, resolve_model_path
+    from flows.steps.model import base_model_hub_id, resolve_model_path
     from flows.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     with tempfile.TemporaryDirectory(prefix="mlflow-model-") as tmp:
-        load_tokenizer(params).save_pretrained(os.path.join(tmp, "tokenizer"))
+        _preprocessor(params).save_pretrained(os.path.join(tmp, "tokenizer"))
         Path(tmp, "recipe.yaml").write_text(params.to_yaml(), encoding="utf-8")
         embedded = params.tracking.embed_base_model
         meta = {
@@ -157,12 +166,20 @@ def log_adapter_model(
 
 def _base_copy(params: FinetuneParams, label_names: list[str] | None, tmp: str) -> str:
     """The base model saved next to the adapter (tracking.embed_base_model), with its tokenizer."""
-    from flows.steps.model import load_base_model, load_tokenizer
+    from flows.steps.model import load_base_model
 
     path = os.path.join(tmp, "base")
     load_base_model(params, label_names).save_pretrained(path)
-    load_tokenizer(params).save_pretrained(path)
+    _preprocessor(params).save_pretrained(path)
     return path
+
+
+def _preprocessor(params: FinetuneParams) -> Any:
+    """The tokenizer as training used it, or for image and speech models their processor."""
+    from flows.params import MEDIA_TASKS
+    from flows.steps.model import load_processor, load_tokenizer
+
+    return load_processor(params) if params.model.task in MEDIA_TASKS else load_tokenizer(params)
 
 
 def _requirements() -> list[str]:

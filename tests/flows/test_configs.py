@@ -17,6 +17,16 @@ without a stand-in fails here.
 | HuggingFaceH4/no_robots                               | prompt, prompt_id, messages [{content, role}] |
 |                                                       | (some multi-turn with a system turn),        |
 |                                                       | category; train, test                        |
+| ethz/food101                                          | image (Image), label (ClassLabel); train,    |
+|                                                       | validation                                   |
+| scene_parse_150 (parquet export)                      | image, annotation (Images), scene_category;  |
+|                                                       | train, validation, test (unannotated)        |
+| openslr/librispeech_asr (clean)                       | audio (Audio), text, speaker_id, chapter_id, |
+|                                                       | id; train.100, validation, test              |
+
+The image and speech stand-ins are generated so that they can be learned (see tests/flows/media.py):
+the class is the colour, the mask the square, each word a tone; the audio is at 8 kHz, so the run
+resamples it to the feature extractor's 16 kHz.
 
 Each stand-in has one row over its recipe's max_length, which the recipe's policy must count.
 """
@@ -30,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value, load_from_disk
@@ -37,9 +48,11 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value, lo
 from flows.finetune import finetune
 from flows.params import BUNDLED_MINILM, FinetuneParams
 from flows.steps import data as data_step
+from flows.steps.data.media import load_mask
+from flows.steps.data.media_encode import MediaCollator
 from flows.steps.data.validate import needed_columns
-from flows.steps.model import load_tokenizer
-from tests.flows import fixtures
+from flows.steps.model import load_processor, load_tokenizer
+from tests.flows import fixtures, media
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO_ROOT / "configs").glob("*.yaml"))
@@ -160,6 +173,15 @@ DATASETS = {
     "takala/financial_phrasebank": StandIn(phrasebank, truncated=1, dropped=0),
     "tatsu-lab/alpaca": StandIn(alpaca, truncated=0, dropped=1),
     "HuggingFaceH4/no_robots": StandIn(no_robots, truncated=0, dropped=1),
+    "ethz/food101": StandIn(media.food101, truncated=0, dropped=0),
+    "scene_parse_150": StandIn(media.scene_parse, truncated=0, dropped=0),
+    "openslr/librispeech_asr": StandIn(media.librispeech, truncated=0, dropped=0),
+}
+# Hub image / speech model → a builder of a tiny model of the family with its processor.
+MEDIA_MODELS: dict[str, Callable[[Path], str]] = {
+    "google/vit-base-patch16-224-in21k": media.vit_dir,
+    "nvidia/mit-b0": media.segformer_dir,
+    "openai/whisper-small": media.whisper_dir,
 }
 # Hub model → (tiny model family, a tokenizer behaving like the model's).
 MODELS: dict[str, tuple[str, Callable[[], Any]]] = {
@@ -186,6 +208,10 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     out = {}
     for hub_id, (family, tokenizer) in MODELS.items():
         out[hub_id] = fixtures.family_model_dir(root, family, tokenizer())
+    for hub_id, build in MEDIA_MODELS.items():
+        folder = root / hub_id.replace("/", "--")
+        folder.mkdir()
+        out[hub_id] = build(folder)
     for hub_id, stand_in in DATASETS.items():
         out[hub_id] = str(root / hub_id.replace("/", "--"))
         stand_in.build().save_to_disk(out[hub_id])
@@ -207,7 +233,7 @@ def offline_params(recipe: Path, root: Path, stand_ins: dict[str, str]) -> Finet
     ]
     if raw.get("train", {}).get("eval_every") == "steps":
         overrides.append("train.eval_steps=1")  # evaluations on the validation split within 2 steps
-    if raw["model"]["name_or_path"] in MODELS:
+    if raw["model"]["name_or_path"] in MODELS or raw["model"]["name_or_path"] in MEDIA_MODELS:
         overrides.append(f"model.name_or_path={stand_ins[raw['model']['name_or_path']]}")
     if data.get("dataset") in DATASETS:
         overrides += [
@@ -230,13 +256,13 @@ def test_recipe_parses_and_every_hub_input_has_a_stand_in(recipe: Path) -> None:
     assert header.startswith("# "), f"{recipe.name}: start with a comment saying what the recipe is"
     model, dataset = params.model.name_or_path, params.data.dataset
     if model != BUNDLED_MINILM:
-        assert model in MODELS, f"{recipe.name}: add a tiny stand-in of {model!r} to MODELS"
+        assert model in MODELS or model in MEDIA_MODELS, f"{recipe.name}: add a tiny stand-in of {model!r}"
     if dataset is not None:
         assert dataset in DATASETS, f"{recipe.name}: add a stand-in of {dataset!r} to DATASETS"
         # The recipe reads columns the real dataset has (the stand-in has the real columns).
-        columns = set(DATASETS[dataset].build()["train"].column_names)
+        columns = set(DATASETS[dataset].build()[params.data.train_split].column_names)
         assert {c for _, c in needed_columns(params)} <= columns
-    if model in MODELS or dataset is not None:
+    if model in MODELS or model in MEDIA_MODELS or dataset is not None:
         text = recipe.read_text(encoding="utf-8")
         assert "Needs the Hub" in text and "GPU" in text, f"{recipe.name}: say it needs the Hub / a GPU"
 
@@ -344,7 +370,31 @@ def _check_quickstart(params: FinetuneParams, splits: Any, table: list[dict[str,
     assert {row["reference"] for row in table} <= set(params.data.label_names or [])
 
 
+def _check_food101(params: FinetuneParams, splits: Any, table: list[dict[str, str]]) -> None:
+    # The label map is the ClassLabel's names; the test split is Food-101's validation split.
+    assert len(table) == len(splits["test"]) == 6
+    assert {row["reference"] for row in table} == set(media.FOODS)
+    assert all(row["prediction"] in media.FOODS for row in table)
+
+
+def _check_scene_parse(params: FinetuneParams, splits: Any, table: list[dict[str, str]]) -> None:
+    # reduce_labels: the file's 1 (wall) and 3 (sky) are classes 0 and 2, its 0 is ignored (255).
+    labels = load_mask({"bytes": splits["train"][0]["mask_bytes"]}, None)
+    assert set(np.unique(labels).tolist()) == {0, 2, 255}
+    assert all(row["reference"] == "wall sky" for row in table)
+
+
+def _check_librispeech(params: FinetuneParams, splits: Any, table: list[dict[str, str]]) -> None:
+    assert [row["reference"] for row in table] == media.librispeech()["test"]["text"]
+    # 8 kHz clips resampled to 16 kHz by the run's collator: 1 s windows of 100 log-mel frames.
+    collate = MediaCollator("asr", load_processor(params))
+    assert tuple(collate([splits["train"][0]])["input_features"].shape) == (1, 8, 100)
+
+
 CHECKS = {
+    "ethz/food101": _check_food101,
+    "scene_parse_150": _check_scene_parse,
+    "openslr/librispeech_asr": _check_librispeech,
     "takala/financial_phrasebank": _check_phrasebank,
     "tatsu-lab/alpaca": _check_alpaca,
     "HuggingFaceH4/no_robots": _check_no_robots,

@@ -19,9 +19,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from flows.params import FinetuneParams
+from flows.params import MEDIA_TASKS, FinetuneParams
 from flows.steps import TokenizedData, file_sha256
-from flows.steps.data import cache, encode, load, validate
+from flows.steps.data import cache, encode, load, media, media_check, media_encode, validate
 from flows.steps.data.format import RowFormat
 from flows.steps.model import load_tokenizer
 
@@ -49,6 +49,8 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
             if hit := cache.cached(cache_dir, key):
                 return hit
         splits = load.select_splits(raw, d, params.train.seed, source)
+        if params.model.task in MEDIA_TASKS:
+            return _prepare_media(params, splits, work, cache_dir, key, fingerprint, source)
         label_names = validate.validate(splits, params)
         tokenizer = load_tokenizer(params)
         if params.model.task in ("causal_lm", "seq2seq_lm"):
@@ -94,6 +96,64 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
         staged = os.path.join(work, "out")
         DatasetDict(encoded).save_to_disk(staged)
         return cache.publish(staged, cache_dir, key, meta)
+
+
+def _prepare_media(
+    params: FinetuneParams,
+    splits: dict[str, Any],
+    work: str,
+    cache_dir: str,
+    key: str,
+    fingerprint: str,
+    source: str,
+) -> TokenizedData:
+    """Images and audio: every row decoded and checked first, then stored compactly (encoded bytes,
+    label ids; the model's processor runs per batch in training and evaluation). No truncation applies."""
+    from datasets import DatasetDict
+
+    from flows.steps.model import load_processor
+
+    d = params.data
+    # Relative file paths in the data resolve against the data file's folder (or the dataset folder).
+    if d.train_file is not None:
+        base_dir: str | None = os.path.dirname(os.path.abspath(d.train_file))
+    else:
+        base_dir = d.dataset if d.dataset is not None and os.path.isdir(d.dataset) else None
+    splits = {name: media.undecoded(split, params) for name, split in splits.items()}
+    label_names = media_check.check(splits, params, base_dir)
+    processor = load_processor(params)
+    encoded = {
+        name: split.map(
+            media_encode.encoder(params, getattr(processor, "tokenizer", None), label_names, name, base_dir),
+            batched=True,
+            batch_size=32,
+            with_indices=True,
+            remove_columns=split.column_names,
+            cache_file_name=os.path.join(work, f"map-{name}.arrow"),
+            load_from_cache_file=False,
+            new_fingerprint=cache.digest(key, name)[:16],
+            desc=f"Preparing {name}",
+        )
+        for name, split in splits.items()
+    }
+    label_tokens = (
+        _count_tokens(encoded["train"].with_format("arrow")["labels"]) if params.model.task == "asr" else 0
+    )
+    meta = {
+        "fingerprint": fingerprint,
+        "cache_key": key,
+        "task": params.model.task,
+        "label_names": label_names,
+        "num_train": len(encoded["train"]),
+        "num_validation": len(encoded["validation"]) if "validation" in encoded else 0,
+        "num_test": len(encoded["test"]),
+        "num_train_tokens": label_tokens,  # asr: transcript tokens; images have none
+        "source": source,
+        "truncation": {name: {"truncated": 0, "dropped": 0} for name in encoded},
+    }
+    staged = os.path.join(work, "out")
+    DatasetDict(encoded).save_to_disk(staged)
+    return cache.publish(staged, cache_dir, key, meta)
 
 
 def fingerprint(params: FinetuneParams) -> tuple[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows.params import DataParams, FinetuneParams
+from flows.params import MEDIA_TASKS, DataParams, FinetuneParams
 from flows.steps.data.format import ROLES, template_fields
 
 
@@ -13,6 +13,10 @@ def needed_columns(params: FinetuneParams) -> list[tuple[str, str]]:
     """(how an error names it, column) for every column the run reads."""
     d, task = params.data, params.model.task
     fmt = d.resolved_format(task)
+    if task in MEDIA_TASKS:
+        from flows.steps.data.media import media_columns
+
+        return media_columns(params)
     if task == "seq_cls":
         return [(f"data.text_column={d.text_column!r}", d.text_column), _label(d)]
     if task == "token_cls":
