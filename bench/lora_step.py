@@ -84,22 +84,27 @@ class Setup:
     seed: int
 
 
+def llama_config(size: dict[str, int]) -> Any:
+    """The Llama config of a SIZES entry (every attention head has its own keys and values)."""
+    import transformers as tf
+
+    return tf.LlamaConfig(
+        hidden_size=size["hidden"],
+        intermediate_size=size["inter"],
+        num_hidden_layers=size["layers"],
+        num_attention_heads=size["heads"],
+        num_key_value_heads=size["heads"],
+        vocab_size=size["vocab"],
+        max_position_embeddings=max(256, size["seq"]),
+    )
+
+
 def build_base(setup: Setup) -> nn.Module:
     """The Llama model every variant starts from: same seed, so the same weights."""
     import transformers as tf
 
-    s = setup.size
-    cfg = tf.LlamaConfig(
-        hidden_size=s["hidden"],
-        intermediate_size=s["inter"],
-        num_hidden_layers=s["layers"],
-        num_attention_heads=s["heads"],
-        num_key_value_heads=s["heads"],
-        vocab_size=s["vocab"],
-        max_position_embeddings=max(256, s["seq"]),
-    )
     torch.manual_seed(setup.seed)
-    model = tf.LlamaForCausalLM(cfg)
+    model = tf.LlamaForCausalLM(llama_config(setup.size))
     return model.to(device=setup.device, dtype=setup.dtype).train()
 
 
@@ -142,16 +147,8 @@ def arithmetic_bound(config: str, setup: Setup) -> tuple[float, float]:
     import transformers as tf
 
     s = setup.size
-    cfg = tf.LlamaConfig(
-        hidden_size=s["hidden"],
-        intermediate_size=s["inter"],
-        num_hidden_layers=s["layers"],
-        num_attention_heads=s["heads"],
-        num_key_value_heads=s["heads"],
-        vocab_size=s["vocab"],
-    )
     with torch.device("meta"):
-        model = tf.LlamaForCausalLM(cfg)
+        model = tf.LlamaForCausalLM(llama_config(s))
     targets, r, _ = CONFIGS[config]
     floor = 6 * s["seq"] * s["hidden"] * s["layers"]
     extra = 0

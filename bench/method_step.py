@@ -55,18 +55,10 @@ SIZES = {
 
 def build(lib: Any, method: str, size: dict[str, int]) -> tuple[nn.Module, Callable[[], None]]:
     import transformers as tf
+    from lora_step import llama_config
 
-    cfg = tf.LlamaConfig(
-        hidden_size=size["hidden"],
-        intermediate_size=size["inter"],
-        num_hidden_layers=size["layers"],
-        num_attention_heads=size["heads"],
-        num_key_value_heads=size["heads"],
-        vocab_size=size["vocab"],
-        max_position_embeddings=256,
-    )
     torch.manual_seed(0)
-    base = tf.LlamaForCausalLM(cfg).train()
+    base = tf.LlamaForCausalLM(llama_config(size)).train()
     name, kwargs = METHODS[method]
     torch.manual_seed(1)
     model = lib.get_peft_model(base, getattr(lib, name)(task_type="CAUSAL_LM", **kwargs))
