@@ -104,6 +104,30 @@ def run_url(run_id: str, experiment_id: str, uri: str | None = None) -> str | No
     return None
 
 
+def _log_inputs_once_created(client: MlflowClient, run_id: str, entity: Any, attempts: int = 4) -> None:
+    """`log_inputs`, again when the server lost a race to create the same dataset row.
+
+    Runs that start together on the same data (a burst of retrains, a sweep's trials on a team server)
+    log the same dataset (experiment, name, digest). MLflow's SQL store looks the row up and inserts it
+    when missing, so two runs can both miss it and the second insert fails on the table's unique
+    constraint (sqlite: "UNIQUE constraint failed: datasets.…", Postgres: "dataset_pk"): a BAD_REQUEST
+    that would fail a healthy run. The row exists by then, so the next attempt
+    finds it and links it. Any other error is raised at once.
+    """
+    import time
+
+    for attempt in range(attempts):
+        try:
+            client.log_inputs(run_id, datasets=[entity])
+            return
+        except mlflow.exceptions.MlflowException as exc:
+            lost_race = "UNIQUE constraint failed: datasets." in str(exc) or '"dataset_pk"' in str(exc)
+            if not lost_race or attempt == attempts - 1:
+                raise
+            logger.info("dataset row created by a concurrent run; linking it (attempt %d)", attempt + 2)
+            time.sleep(0.2 * (attempt + 1))
+
+
 class RunTracker:
     """Logs to one existing MLflow run, by id.
 
@@ -187,7 +211,7 @@ class RunTracker:
             "num_test": str(data.num_test),
         }
         entity = DatasetInput(dataset._to_mlflow_entity(), [InputTag(k, v) for k, v in tags.items()])
-        self.client.log_inputs(self.run_id, datasets=[entity])
+        _log_inputs_once_created(self.client, self.run_id, entity)
         # Rows cut or dropped by data.truncation, over all splits (per split in the dataset tag).
         self.log_metrics({"data_truncated_rows": data.truncated_rows, "data_dropped_rows": data.dropped_rows})
         self.set_tag("dataset.truncation", json.dumps(data.truncation, sort_keys=True))
