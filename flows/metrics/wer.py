@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import datasets
 import evaluate
 
-from ._edit_distance import error_rate
+from ._edit_distance import EditRate
 
 _DESCRIPTION = """
 Word error rate of speech recognition (or any generated text): the Levenshtein distance between each
@@ -45,24 +42,12 @@ _CITATION = """
 """
 
 
-class Wer(evaluate.Metric):
+class Wer(EditRate, evaluate.Metric):
     """Word error rate."""
 
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+    result_key = "wer"
+    texts = (_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
-    def _compute(
-        self, predictions: list[str], references: list[str], lowercase: bool = True
-    ) -> dict[str, Any]:
-        def units(text: str) -> list[str]:
-            text = " ".join(text.lower().split()) if lowercase else " ".join(text.split())
-            return text.split()
-
-        return {"wer": error_rate([(units(r), units(p)) for p, r in zip(predictions, references)])}
+    @staticmethod
+    def units(text: str) -> list[str]:
+        return text.split()
