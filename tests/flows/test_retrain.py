@@ -146,6 +146,7 @@ def _params(root: Path, model_path: str, n_train: int = 16, **train: Any) -> Fin
 def test_retrain_skips_unchanged_data_and_promotes_only_better(
     mlflow_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from flows import retrain as retrain_module
     from flows.retrain import is_skipped, retrain
     from flows.steps import publish as publish_step
     from flows.steps.data import tokenize
@@ -197,16 +198,26 @@ def test_retrain_skips_unchanged_data_and_promotes_only_better(
     # A promotion whose publish fails is rolled back: the champion stays where it was.
     champion_before = registry.champion(MODEL)
 
+    attempts: list[int] = []
+
     def hub_down(*args: Any, **kwargs: Any) -> str:
+        attempts.append(1)
         raise ConnectionError("Hub unreachable")
 
     publishing = params.model_copy(update={"publish": params.publish.model_copy(update={"repo_id": "u/m"})})
     with monkeypatch.context() as m:
         m.setattr(publish_step, "publish", hub_down)
+        # An outage is retried (3 times, 10-90 s apart): retried here at once, so the test does not sleep.
+        m.setattr(
+            retrain_module,
+            "publish_task",
+            retrain_module.publish_task.with_options(retry_delay_seconds=0, retry_jitter_factor=None),
+        )
         m.setattr(registry, "is_better", lambda *a: True)  # this version would be promoted
         m.setenv("HF_TOKEN", "hf_test_token")
         failed = retrain(publishing, PromotionParams(registered_model=MODEL, force=True), return_state=True)
     assert failed.is_failed()
+    assert len(attempts) == 4  # the first try and its 3 retries, then the rollback
     assert registry.champion(MODEL) == champion_before
     v3 = mlflow_store.get_model_version(MODEL, "3")
     assert v3.tags["retrain.decision"] == "rolled-back"
