@@ -34,8 +34,11 @@ run: setup
 example: setup
 	$(PY) examples/lora_minilm.py
 
+# Two workers (pytest-xdist), each taking a test file, or all the tests on the shared local stack, at a
+# time (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: setup setup-browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

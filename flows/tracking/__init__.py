@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.params import FinetuneParams
 from flows.steps import EvalResult, TokenizedData, TrainResult, WrapResult, file_sha256
-from flows.tracking.buffer import StepBuffer, TrackingUnavailable, health_check
+from flows.tracking.buffer import OneAttempt, StepBuffer, TrackingUnavailable, health_check
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class RunTracker:
         self.client = _client()
         self._monitor: Any = None
         self._healthy = health_check(tracking_uri())
-        self._steps = StepBuffer(self.client, run_id, self._healthy)
+        self._steps = StepBuffer(OneAttempt(self.client), run_id, self._healthy)
 
     @classmethod
     def start(cls, params: FinetuneParams, tags: dict[str, str | None]) -> RunTracker:

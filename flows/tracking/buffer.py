@@ -5,6 +5,8 @@ never stops or stalls training: a step that cannot be sent (server down or answe
 queued, in order and with its original timestamp, and goes out with the next step once the server
 answers again. While the server is down a cheap `/health` probe, retried with growing pauses, stands
 in for the MLflow client's own retries (minutes of backoff per call, which would freeze training).
+A server that dies after the probe answered, with a step on its way, costs the same: the step goes out
+in one HTTP attempt with a short timeout (`OneAttempt`), never through the client's retries.
 
 `flush(timeout_s)` sends whatever is still queued, retrying until the deadline, and raises
 `TrackingUnavailable` if the server stays gone: a run must never be closed as complete with steps
@@ -14,6 +16,7 @@ metric: same key, step, timestamp and value).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import urllib.error
@@ -26,6 +29,8 @@ from mlflow.exceptions import MlflowException
 
 logger = logging.getLogger(__name__)
 MAX_PAUSE_S = 15.0  # the longest wait between two attempts while the server is down
+SEND_TIMEOUT_S = 10.0  # one attempt to send a step: connect and answer
+LOG_BATCH_ENDPOINT = "/api/2.0/mlflow/runs/log-batch"
 
 
 class TrackingUnavailable(ConnectionError):
@@ -57,6 +62,42 @@ def health_check(uri: str, timeout_s: float = 3.0) -> Callable[[], bool]:
             return False
 
     return healthy
+
+
+class OneAttempt:
+    """`log_batch` as one HTTP attempt of at most `timeout_s` to an MLflow server (the buffer does the
+    retrying); for a local store (SQLite, files) the client's own call, which has no network to wait on.
+
+    The request is the one the MLflow client sends (same body, credentials and headers), without its
+    retries: ~7 of them, with pauses growing to minutes, during which training would stand still.
+    """
+
+    def __init__(self, client: Any, timeout_s: float = SEND_TIMEOUT_S) -> None:
+        from mlflow.store.tracking.rest_store import RestStore
+
+        self.client = client
+        self.timeout_s = timeout_s
+        store = getattr(getattr(client, "_tracking_client", None), "store", None)
+        self._store = store if isinstance(store, RestStore) else None
+
+    def log_batch(self, run_id: str, metrics: list[Metric]) -> None:
+        if self._store is None:
+            self.client.log_batch(run_id, metrics=metrics)
+            return
+        from mlflow.protos.service_pb2 import LogBatch
+        from mlflow.utils.proto_json_utils import message_to_json
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        body = message_to_json(LogBatch(run_id=run_id, metrics=[m.to_proto() for m in metrics]))
+        response = http_request(
+            self._store.get_host_creds(),
+            LOG_BATCH_ENDPOINT,
+            "POST",
+            max_retries=0,
+            timeout=self.timeout_s,
+            json=json.loads(body),
+        )
+        verify_rest_response(response, LOG_BATCH_ENDPOINT)
 
 
 class StepBuffer:

@@ -5,6 +5,7 @@ A stand-in client and health probe play the server; tests/infra/test_failures.py
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -106,3 +107,71 @@ def test_a_refusal_that_retrying_cannot_fix_is_raised_at_once() -> None:
 )
 def test_only_what_a_later_attempt_can_fix_is_held_back(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
+
+
+class DyingServer:
+    """An HTTP MLflow stand-in on loopback whose `/health` answers while its log-batch requests are
+    cut off mid-way (read, then the connection closed with no answer), as when the server is killed
+    between the buffer's probe and its send; `accept = True` makes it store them instead."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.accept = False
+        self.attempts = 0
+        self.stored: list[dict[str, Any]] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # /health
+                self._answer(b"OK")
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                owner.attempts += 1
+                if not owner.accept:
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # no status line: the client sees the peer hang up
+                    return
+                owner.stored.append(json.loads(body))
+                self._answer(b"{}")
+
+            def _answer(self, data: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_a_server_dying_with_a_step_on_its_way_does_not_stall_training() -> None:
+    from mlflow.tracking import MlflowClient
+
+    from flows.tracking.buffer import OneAttempt, health_check
+
+    server = DyingServer()
+    try:
+        client = MlflowClient(tracking_uri=server.url)
+        steps = StepBuffer(OneAttempt(client), "run-1", health_check(server.url))
+        began = time.monotonic()
+        steps.add({"train_loss": 0.7}, step=1)
+        # One attempt, then training goes on: MLflow's own client would retry ~7 times over minutes.
+        assert time.monotonic() - began < 5.0
+        assert server.attempts == 1 and steps.pending_steps == [1]
+        server.accept = True
+        steps.flush(timeout_s=10)
+    finally:
+        server.httpd.shutdown()
+    # The request is the client's own log-batch: the run, and each metric with its step and time.
+    (sent,) = server.stored
+    assert sent["run_id"] == "run-1"
+    (metric,) = sent["metrics"]
+    assert (metric["key"], metric["value"], int(metric["step"])) == ("train_loss", 0.7, 1)
+    assert int(metric["timestamp"]) > 0
