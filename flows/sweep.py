@@ -109,12 +109,14 @@ def _trial(params: FinetuneParams, index: int, method: str, r: int, lr: float | 
         config["train"]["learning_rate"] = lr
     trial_params = FinetuneParams.model_validate(config)
     lr = trial_params.learning_rate
-    config["tracking"]["run_name"] = (
-        f"{method}-lr{lr:g}" if method in _RANKLESS else f"r{r}-{method}-lr{lr:g}"
+    named = trial_params.tracking.model_copy(
+        update={
+            "run_name": f"{method}-lr{lr:g}" if method in _RANKLESS else f"r{r}-{method}-lr{lr:g}",
+            # The parent run id is filled in once the parent exists (see `_nested`).
+            "tags": {**params.tracking.tags, tracking.TRIAL_TAG: str(index)},
+        }
     )
-    # The parent run id is filled in once the parent exists (see `_nested`).
-    config["tracking"]["tags"] = {**params.tracking.tags, tracking.TRIAL_TAG: str(index)}
-    return Trial(index, method, r, lr, FinetuneParams.model_validate(config))
+    return Trial(index, method, r, lr, trial_params.model_copy(update={"tracking": named}))
 
 
 def _nested(trial: Trial, parent_run_id: str) -> FinetuneParams:

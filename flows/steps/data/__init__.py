@@ -30,8 +30,6 @@ SPLITS = ("train", "validation", "test")
 
 def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
     """Tokenize params.data for params.model; reuse `cache_dir/<cache_key>/` when already done."""
-    from datasets import DatasetDict
-
     d = params.data
     local = load.local_files(d)
     # Local files are fingerprinted by their bytes, so a cache hit needs no parsing at all.
@@ -77,25 +75,22 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
                     f"{d.truncation or 'the default'} (max_length={d.max_length}): raise data.max_length "
                     "or choose truncation left/right"
                 )
-        meta = {
-            "fingerprint": fingerprint,
-            "cache_key": key,
-            "task": params.model.task,
-            "label_names": label_names,
-            "num_train": len(encoded["train"]),
-            "num_validation": len(encoded["validation"]) if "validation" in encoded else 0,
-            "num_test": len(encoded["test"]),
+        return _publish(
+            params,
+            encoded,
+            work,
+            cache_dir,
+            key,
+            fingerprint,
+            source,
+            label_names,
             # unpadded, so every token is a real one
-            "num_train_tokens": _count_tokens(encoded["train"].with_format("arrow")["input_ids"]),
-            "source": source,
-            "truncation": {
+            train_tokens=_count_tokens(encoded["train"].with_format("arrow")["input_ids"]),
+            truncation={
                 name: {status: counts[(name, status)] for status in ("truncated", "dropped")}
                 for name in encoded
             },
-        }
-        staged = os.path.join(work, "out")
-        DatasetDict(encoded).save_to_disk(staged)
-        return cache.publish(staged, cache_dir, key, meta)
+        )
 
 
 def _prepare_media(
@@ -109,8 +104,6 @@ def _prepare_media(
 ) -> TokenizedData:
     """Images and audio: every row decoded and checked first, then stored compactly (encoded bytes,
     label ids; the model's processor runs per batch in training and evaluation). No truncation applies."""
-    from datasets import DatasetDict
-
     from flows.steps.model import load_processor
 
     d = params.data
@@ -136,9 +129,40 @@ def _prepare_media(
         )
         for name, split in splits.items()
     }
-    label_tokens = (
-        _count_tokens(encoded["train"].with_format("arrow")["labels"]) if params.model.task == "asr" else 0
+    return _publish(
+        params,
+        encoded,
+        work,
+        cache_dir,
+        key,
+        fingerprint,
+        source,
+        label_names,
+        # asr: transcript tokens; images have none
+        train_tokens=(
+            _count_tokens(encoded["train"].with_format("arrow")["labels"])
+            if params.model.task == "asr"
+            else 0
+        ),
+        truncation={name: {"truncated": 0, "dropped": 0} for name in encoded},
     )
+
+
+def _publish(
+    params: FinetuneParams,
+    encoded: dict[str, Any],
+    work: str,
+    cache_dir: str,
+    key: str,
+    fingerprint: str,
+    source: str,
+    label_names: list[str] | None,
+    train_tokens: int,
+    truncation: dict[str, dict[str, int]],
+) -> TokenizedData:
+    """Save the encoded splits with their `peftflow_meta.json` into the cache, atomically."""
+    from datasets import DatasetDict
+
     meta = {
         "fingerprint": fingerprint,
         "cache_key": key,
@@ -147,9 +171,9 @@ def _prepare_media(
         "num_train": len(encoded["train"]),
         "num_validation": len(encoded["validation"]) if "validation" in encoded else 0,
         "num_test": len(encoded["test"]),
-        "num_train_tokens": label_tokens,  # asr: transcript tokens; images have none
+        "num_train_tokens": train_tokens,
         "source": source,
-        "truncation": {name: {"truncated": 0, "dropped": 0} for name in encoded},
+        "truncation": truncation,
     }
     staged = os.path.join(work, "out")
     DatasetDict(encoded).save_to_disk(staged)
