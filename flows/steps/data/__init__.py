@@ -17,7 +17,7 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from flows.params import MEDIA_TASKS, FinetuneParams
 from flows.steps import TokenizedData, file_sha256
@@ -47,8 +47,9 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
             if hit := cache.cached(cache_dir, key):
                 return hit
         splits = load.select_splits(raw, d, params.train.seed, source)
+        store = _Store(work, cache_dir, key, fingerprint, source)
         if params.model.task in MEDIA_TASKS:
-            return _prepare_media(params, splits, work, cache_dir, key, fingerprint, source)
+            return _prepare_media(params, splits, store)
         label_names = validate.validate(splits, params)
         tokenizer = load_tokenizer(params)
         if params.model.task in ("causal_lm", "seq2seq_lm"):
@@ -77,12 +78,8 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
                 )
         return _publish(
             params,
+            store,
             encoded,
-            work,
-            cache_dir,
-            key,
-            fingerprint,
-            source,
             label_names,
             # unpadded, so every token is a real one
             train_tokens=_count_tokens(encoded["train"].with_format("arrow")["input_ids"]),
@@ -93,15 +90,7 @@ def tokenize(params: FinetuneParams, cache_dir: str) -> TokenizedData:
         )
 
 
-def _prepare_media(
-    params: FinetuneParams,
-    splits: dict[str, Any],
-    work: str,
-    cache_dir: str,
-    key: str,
-    fingerprint: str,
-    source: str,
-) -> TokenizedData:
+def _prepare_media(params: FinetuneParams, splits: dict[str, Any], store: _Store) -> TokenizedData:
     """Images and audio: every row decoded and checked first, then stored compactly (encoded bytes,
     label ids; the model's processor runs per batch in training and evaluation). No truncation applies."""
     from flows.steps.model import load_processor
@@ -122,21 +111,17 @@ def _prepare_media(
             batch_size=32,
             with_indices=True,
             remove_columns=split.column_names,
-            cache_file_name=os.path.join(work, f"map-{name}.arrow"),
+            cache_file_name=os.path.join(store.work, f"map-{name}.arrow"),
             load_from_cache_file=False,
-            new_fingerprint=cache.digest(key, name)[:16],
+            new_fingerprint=cache.digest(store.key, name)[:16],
             desc=f"Preparing {name}",
         )
         for name, split in splits.items()
     }
     return _publish(
         params,
+        store,
         encoded,
-        work,
-        cache_dir,
-        key,
-        fingerprint,
-        source,
         label_names,
         # asr: transcript tokens; images have none
         train_tokens=(
@@ -148,14 +133,20 @@ def _prepare_media(
     )
 
 
+class _Store(NamedTuple):
+    """Where and under which key the prepared splits go, and what they were made from."""
+
+    work: str  # a temporary folder inside cache_dir
+    cache_dir: str
+    key: str
+    fingerprint: str
+    source: str
+
+
 def _publish(
     params: FinetuneParams,
+    store: _Store,
     encoded: dict[str, Any],
-    work: str,
-    cache_dir: str,
-    key: str,
-    fingerprint: str,
-    source: str,
     label_names: list[str] | None,
     train_tokens: int,
     truncation: dict[str, dict[str, int]],
@@ -164,20 +155,20 @@ def _publish(
     from datasets import DatasetDict
 
     meta = {
-        "fingerprint": fingerprint,
-        "cache_key": key,
+        "fingerprint": store.fingerprint,
+        "cache_key": store.key,
         "task": params.model.task,
         "label_names": label_names,
         "num_train": len(encoded["train"]),
         "num_validation": len(encoded["validation"]) if "validation" in encoded else 0,
         "num_test": len(encoded["test"]),
         "num_train_tokens": train_tokens,
-        "source": source,
+        "source": store.source,
         "truncation": truncation,
     }
-    staged = os.path.join(work, "out")
+    staged = os.path.join(store.work, "out")
     DatasetDict(encoded).save_to_disk(staged)
-    return cache.publish(staged, cache_dir, key, meta)
+    return cache.publish(staged, store.cache_dir, store.key, meta)
 
 
 def fingerprint(params: FinetuneParams) -> tuple[str, str]:
