@@ -141,6 +141,13 @@ def _flow_run_named(stack: LocalStack, name: str) -> dict[str, Any]:
     return dict(run)
 
 
+def _body(response: Any) -> str:
+    try:
+        return str(response.text())[:500]
+    except Exception as exc:  # a diagnostic only
+        return f"(body unreadable: {exc})"
+
+
 def _peft_value(field: Any) -> dict[str, Any]:
     """The peft parameter as the form holds it: the chosen method's object (published as anyOf)."""
     assert isinstance(field, dict) and "__prefect_kind" not in field, field  # not one raw JSON value
@@ -195,16 +202,10 @@ def test_a_run_started_in_the_prefect_ui_shows_up_in_the_mlflow_ui(
     from mlflow.tracking import MlflowClient
 
     overrides = {**tiny_run["overrides"], "params.tracking.experiment": EXPERIMENT}
-    # The run to compare with, started through the API first: it trains while the browser works.
-    other = local_stack.trigger(
-        "finetune",
-        {
-            **overrides,
-            "params.peft.r": 5,
-            "params.tracking.run_name": "browser-r5",
-            "params.output_dir": str(tiny_run["root"] / "out-r5"),
-        },
-    )
+    # Every API call of the UI that failed or was refused: named if the UI only says "Something went wrong".
+    failed: list[Any] = []
+    page.on("response", lambda r: failed.append(r) if "/api/" in r.url and r.status >= 400 else None)
+    page.on("requestfailed", lambda r: failed.append(f"{r.method} {r.url} failed: {r.failure}"))
 
     # The Prefect UI: the tiny-run values pasted into the JSON editor, the rank and name in the form.
     _open_custom_run_form(page, local_stack)
@@ -230,7 +231,25 @@ def test_a_run_started_in_the_prefect_ui_shows_up_in_the_mlflow_ui(
     page.get_by_role("button", name="Submit").click()
     # The UI shows its toasts twice, and with two spaces in "scheduled  to start".
     toast = page.get_by_text(re.compile(r"browser-r3\s+scheduled\s+to\s+start")).first
-    toast.wait_for()
+    try:
+        toast.wait_for()
+    except Exception as exc:
+        calls = [
+            r if isinstance(r, str) else f"{r.request.method} {r.url} -> {r.status}: {_body(r)}"
+            for r in failed
+        ]
+        raise AssertionError(f"the run was not created; failed API calls: {calls}") from exc
+    # The run to compare with, started through the API once the form is submitted (not while the UI
+    # submits: a flow-run process starting up on 2 busy cores starved the server); they train together.
+    other = local_stack.trigger(
+        "finetune",
+        {
+            **overrides,
+            "params.peft.r": 5,
+            "params.tracking.run_name": "browser-r5",
+            "params.output_dir": str(tiny_run["root"] / "out-r5"),
+        },
+    )
 
     started = _flow_run_named(local_stack, "browser-r3")
     assert started["parameters"]["params"]["peft"]["r"] == 3
