@@ -35,7 +35,11 @@ def input_embeddings(model: nn.Module) -> nn.Module | None:
 
 
 def takes_a_cache(model: nn.Module) -> bool:
-    """Does the model's forward take an attention cache (`cache`, or `past_key_values` before transformers 5)?"""
+    """Does the model's forward take an attention cache (`cache`, or `past_key_values` before transformers 5)?
+    A model without a forward of its own has nothing to inspect and is not refused (HF PEFT checks at the
+    first forward, which such a model cannot run anyway)."""
+    if type(model).forward is nn.Module.forward:
+        return True
     params = inspect.signature(model.forward).parameters
     return "cache" in params or "past_key_values" in params
 

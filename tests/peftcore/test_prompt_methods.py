@@ -340,6 +340,19 @@ def test_prefix_tuning_on_a_model_without_a_cache_is_refused_before_any_change()
     assert [(n, p.requires_grad) for n, p in model.named_parameters()] == before
 
 
+def test_prefix_tuning_wraps_a_model_without_a_forward_of_its_own() -> None:
+    # HF PEFT's own tests wrap such stand-ins to check saving and loading: there is no forward to inspect.
+    class NoForward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = tiny.build("llama").config
+            self.lm_head = torch.nn.Linear(8, 8)
+
+    prefix = config(peftcore, "prefix", "llama")
+    wrapped = peftcore.get_peft_model(NoForward(), prefix)
+    assert wrapped.peft_config["default"].num_virtual_tokens == prefix.num_virtual_tokens
+
+
 def test_generate_without_input_ids_names_the_argument() -> None:
     model = peftcore.get_peft_model(tiny.build("llama"), config(peftcore, "prompt_tuning", "llama"))
     with pytest.raises(ValueError, match="needs input_ids"):
